@@ -20,6 +20,7 @@ export const ErrCode = {
   InterfaceExists: 103,
   DelegateFailed: 104,
   AgentFailure: 105,
+  CheckFailed: 106,
   Internal: 999,
 } as const;
 

@@ -1,0 +1,82 @@
+// The agent's CNI server: a root-only unix socket; each connection is one CNI request, served
+// by the same dispatcher the standalone executable uses. A failing request answers its own
+// error and never takes the server down.
+import { createServer, type Server } from 'node:net';
+import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { decodeRequest, encodeResponse } from './protocol.js';
+import { runCni } from '../cni/run.js';
+import { CniError, ErrCode } from '../cni/errors.js';
+import { CURRENT_VERSION } from '../cni/version.js';
+import type { Logger } from '../util/log.js';
+
+export const DEFAULT_SOCKET = '/run/podnet/podnet.sock';
+
+export interface CniServer {
+  server: Server;
+  close(): Promise<void>;
+  stats: { requests: number; failures: number; inFlight: number };
+}
+
+export async function startCniServer(opts: { socket: string; log: Logger; cniLog?: Logger }): Promise<CniServer> {
+  const { socket, log } = opts;
+  mkdirSync(dirname(socket), { recursive: true, mode: 0o700 });
+  try {
+    if (statSync(socket).isSocket()) rmSync(socket); // left by a previous, killed agent
+  } catch {
+    /* absent */
+  }
+  const stats = { requests: 0, failures: 0, inFlight: 0 };
+  const server = createServer({ allowHalfOpen: true }, (conn) => {
+    const chunks: Buffer[] = [];
+    conn.on('data', (c: Buffer) => chunks.push(c));
+    conn.on('error', (e) => log.warn('client connection error', { error: e.message }));
+    conn.on('end', () => {
+      stats.requests++;
+      stats.inFlight++;
+      void (async () => {
+        let out: Buffer;
+        try {
+          const req = decodeRequest(Buffer.concat(chunks));
+          const which = req.env.PODNET_PLUGIN || 'podnet';
+          const res = await runCni(which, req, opts.cniLog ?? log);
+          if (res.exitCode !== 0) stats.failures++;
+          out = encodeResponse(res);
+        } catch (e) {
+          stats.failures++;
+          const err = new CniError(ErrCode.AgentFailure, `podnet agent could not serve the request: ${(e as Error).message}`);
+          out = encodeResponse({ exitCode: 1, stdout: JSON.stringify(err.toJSON(CURRENT_VERSION)) + '\n', stderr: '' });
+          log.error('request failed', { error: (e as Error).stack });
+        } finally {
+          stats.inFlight--;
+        }
+        conn.end(out);
+      })();
+    });
+  });
+  const oldMask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socket, () => resolve());
+    });
+  } finally {
+    process.umask(oldMask);
+  }
+  chmodSync(socket, 0o600);
+  server.on('error', (e) => log.error('CNI server error', { error: e.message }));
+  log.info('serving CNI', { socket });
+  return {
+    server,
+    stats,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        try {
+          rmSync(socket);
+        } catch {
+          /* gone */
+        }
+      }),
+  };
+}

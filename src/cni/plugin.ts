@@ -1,0 +1,184 @@
+// The `podnet` CNI plugin: IPAM, then the mode's wiring, then shared host state (forwarding,
+// masquerade), all under one undo stack so a failed ADD leaves nothing behind.
+import { CniError, ErrCode } from './errors.js';
+import { parsePodnetConfig, type Mode as ModeName, type PodnetConfig } from './config.js';
+import { ipamClient } from './ipam-client.js';
+import { masqAdd, masqRemoveOwners, listMasqPods, type MasqEntry } from './masq.js';
+import { bridgeMode } from './modes/bridge.js';
+import { hostVethName, ipOnly, isV6, parseOwnerAlias } from './modes/common.js';
+import { macvlanMode, ipvlanMode } from './modes/macvlan.js';
+import { routedMode } from './modes/routed.js';
+import type { Attachment, Mode, ModeDeps } from './modes/mode.js';
+import type { CniContext, CniPlugin } from './skel.js';
+import type { Attachment as GcAttachment, CniResult } from './types.js';
+import { UndoStack } from './undo.js';
+import { defaultKernel, defaultNft } from '../kernel/index.js';
+import { formatCidr, masked, parseCidr } from '../util/ip.js';
+
+const MODES: Record<ModeName, Mode> = { bridge: bridgeMode, routed: routedMode, macvlan: macvlanMode, ipvlan: ipvlanMode };
+
+/** nft element comment naming the attachment (hashed like the host veth, so any ifname fits). */
+export function masqOwner(network: string, containerId: string, ifname: string): string {
+  return `${network}:${hostVethName(containerId, ifname)}`;
+}
+
+function attachment(ctx: CniContext, cfg: PodnetConfig): Attachment {
+  return { ctx, cfg, pod: { kind: 'path', path: ctx.env.netns }, ifname: ctx.env.ifname, containerId: ctx.env.containerId };
+}
+
+/** A chained plugin appends to prevResult and keeps its interface indices straight. */
+export function mergeResults(prev: CniResult | undefined, ours: CniResult): CniResult {
+  if (!prev) return ours;
+  const base = prev.interfaces?.length ?? 0;
+  return {
+    cniVersion: ours.cniVersion,
+    interfaces: [...(prev.interfaces ?? []), ...(ours.interfaces ?? [])],
+    ips: [...(prev.ips ?? []), ...(ours.ips ?? []).map((i) => (i.interface === undefined ? i : { ...i, interface: i.interface + base }))],
+    routes: [...(prev.routes ?? []), ...(ours.routes ?? [])],
+    dns: ours.dns && Object.keys(ours.dns).length ? ours.dns : prev.dns,
+  };
+}
+
+function validAttachments(conf: Record<string, unknown>): GcAttachment[] {
+  const raw = conf['cni.dev/valid-attachments'] ?? conf['cni.dev/attachments'];
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) throw new CniError(ErrCode.InvalidConfig, 'cni.dev/valid-attachments: expected a list');
+  return raw.map((x, i) => {
+    const o = x as Record<string, unknown>;
+    if (typeof o?.containerID !== 'string' || typeof o?.ifname !== 'string') {
+      throw new CniError(ErrCode.InvalidConfig, `cni.dev/valid-attachments[${i}]: expected {containerID, ifname}`);
+    }
+    return { containerID: o.containerID, ifname: o.ifname };
+  });
+}
+
+async function ensureForwarding(deps: ModeDeps, ips: string[]): Promise<void> {
+  const want: Record<string, string> = {};
+  if (ips.some((i) => !isV6(i))) want['net.ipv4.ip_forward'] = '1';
+  if (ips.some((i) => isV6(i))) want['net.ipv6.conf.all.forwarding'] = '1';
+  const missing: Record<string, string> = {};
+  for (const [k, v] of Object.entries(want)) if ((await deps.kernel.sysctlGet(deps.host, k)).trim() !== v) missing[k] = v;
+  if (Object.keys(missing).length) await deps.kernel.sysctlSet(deps.host, missing);
+}
+
+export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
+  const deps: ModeDeps = { kernel: over.kernel ?? defaultKernel(), nft: over.nft ?? defaultNft(), host: over.host ?? { kind: 'current' } };
+
+  return {
+    name: 'podnet',
+
+    async add(ctx) {
+      const cfg = parsePodnetConfig(ctx.conf);
+      const mode = MODES[cfg.mode];
+      const a = attachment(ctx, cfg);
+      await mode.preflight(a, deps);
+      const ipam = ipamClient(cfg.ipamType);
+      const undo = new UndoStack();
+      try {
+        const ipamRes = await ipam.add(ctx);
+        undo.push('release IPAM allocation', () => ipam.del(ctx));
+        const ips = ipamRes.ips ?? [];
+        if (!ips.length) throw new CniError(ErrCode.InvalidConfig, `IPAM plugin ${cfg.ipamType} returned no IP addresses`);
+        const res = await mode.add({ ...a, ips, routes: ipamRes.routes ?? [] }, deps, undo);
+        const addrs = ips.map((i) => ipOnly(i.address));
+        if (cfg.mode === 'routed' || (cfg.mode === 'bridge' && cfg.isGateway)) await ensureForwarding(deps, addrs);
+        if (cfg.ipMasq) {
+          const owner = masqOwner(cfg.name, a.containerId, a.ifname);
+          const entries: MasqEntry[] = ips.map((i) => ({ ip: ipOnly(i.address), network: formatCidr(masked(parseCidr(i.address))) }));
+          await masqAdd(deps.nft, deps.host, entries, owner);
+          undo.push('remove masquerade elements', async () => void (await masqRemoveOwners(deps.nft, deps.host, new Set([owner]))));
+        }
+        const dns = ipamRes.dns && Object.keys(ipamRes.dns).length ? ipamRes.dns : (cfg.dns as CniResult['dns']);
+        if (dns) res.dns = dns;
+        undo.clear();
+        return mergeResults(ctx.prevResult, res);
+      } catch (e) {
+        await undo.unwind(ctx.log);
+        throw e;
+      }
+    },
+
+    async del(ctx) {
+      const cfg = parsePodnetConfig(ctx.conf);
+      const mode = MODES[cfg.mode];
+      const a = attachment(ctx, cfg);
+      const errors: Error[] = [];
+      const step = async (what: string, fn: () => Promise<unknown>) => {
+        try {
+          await fn();
+        } catch (e) {
+          ctx.log.warn('DEL step failed', { step: what, error: (e as Error).message });
+          errors.push(e as Error);
+        }
+      };
+      let ips = (ctx.prevResult?.ips ?? []).map((i) => ipOnly(i.address));
+      if (!ips.length && cfg.mode !== 'bridge' && cfg.mode !== 'routed' && cfg.hostReachable && ctx.env.netns) {
+        ips = await deps.kernel.addresses(a.pod, a.ifname).then((l) => l.filter((x) => x.scope === 'global').map((x) => x.address), () => []);
+      }
+      await step('IPAM release', () => ipamClient(cfg.ipamType).del(ctx));
+      await step('remove links', () => mode.del(a, deps, ips));
+      if (cfg.ipMasq) await step('remove masquerade elements', () => masqRemoveOwners(deps.nft, deps.host, new Set([masqOwner(cfg.name, a.containerId, a.ifname)])));
+      if (errors.length) throw errors[0];
+    },
+
+    async check(ctx) {
+      const cfg = parsePodnetConfig(ctx.conf);
+      if (!ctx.prevResult) throw new CniError(ErrCode.InvalidConfig, 'CHECK needs prevResult (the ADD result)');
+      const a = attachment(ctx, cfg);
+      await ipamClient(cfg.ipamType).check(ctx);
+      await MODES[cfg.mode].check(a, deps, ctx.prevResult);
+      if (cfg.ipMasq) {
+        const owner = masqOwner(cfg.name, a.containerId, a.ifname);
+        const present = await listMasqPods(deps.nft, deps.host);
+        if (!present.some((p) => p.owner === owner)) throw new CniError(ErrCode.CheckFailed, `masquerade elements for ${a.containerId}/${a.ifname} are missing from table inet podnet`);
+      }
+    },
+
+    async status(ctx) {
+      const cfg = parsePodnetConfig(ctx.conf);
+      if (cfg.mode === 'macvlan' || cfg.mode === 'ipvlan') {
+        try {
+          await MODES[cfg.mode].preflight({ ...attachment(ctx, cfg), pod: { kind: 'current' } }, deps);
+        } catch (e) {
+          throw new CniError(ErrCode.NotAvailable, (e as Error).message);
+        }
+      }
+      await ipamClient(cfg.ipamType).status(ctx);
+    },
+
+    async gc(ctx) {
+      const cfg = parsePodnetConfig(ctx.conf);
+      const valid = validAttachments(ctx.conf);
+      const errors: string[] = [];
+      try {
+        await ipamClient(cfg.ipamType).gc(ctx);
+      } catch (e) {
+        errors.push(`IPAM: ${(e as Error).message}`);
+      }
+      const validSet = new Set(valid.map((v) => `${v.containerID}/${v.ifname}`));
+      if (MODES[cfg.mode].ownsHostLinks) {
+        try {
+          const stale = (await deps.kernel.links(deps.host)).filter((l) => {
+            const o = parseOwnerAlias(l.alias);
+            return o && o.network === cfg.name && !validSet.has(`${o.containerId}/${o.ifname}`);
+          });
+          if (stale.length) await deps.kernel.apply(deps.host, stale.map((l) => ({ op: 'link-del', name: l.name, ignoreMissing: true }) as const));
+          ctx.log.info('GC removed stale links', { count: stale.length });
+        } catch (e) {
+          errors.push(`links: ${(e as Error).message}`);
+        }
+      }
+      if (cfg.ipMasq) {
+        try {
+          const validOwners = new Set(valid.map((v) => masqOwner(cfg.name, v.containerID, v.ifname)));
+          const present = await listMasqPods(deps.nft, deps.host);
+          const doomed = new Set(present.map((p) => p.owner ?? '').filter((o) => o.startsWith(`${cfg.name}:`) && !validOwners.has(o)));
+          await masqRemoveOwners(deps.nft, deps.host, doomed);
+        } catch (e) {
+          errors.push(`masquerade: ${(e as Error).message}`);
+        }
+      }
+      if (errors.length) throw new CniError(ErrCode.IoFailure, `GC finished with errors: ${errors.join('; ')}`);
+    },
+  };
+}
