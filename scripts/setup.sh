@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian 12 machine (as root): the Debian packages podnet and its
+# tests use, the npm packages, and the build. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PKGS=(iproute2 nftables iptables conntrack socat procps util-linux iputils-ping
+      containernetworking-plugins containerd runc podman busybox-static)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+npm ci --no-fund --no-audit --loglevel=warn
+npm run build
