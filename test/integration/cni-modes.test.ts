@@ -1,0 +1,147 @@
+// Every mode, through the installed executable, in real namespaces: pods reach each other and
+// their gateway, CHECK notices a removed address, DEL leaves nothing behind.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { CniHarness } from '../helpers/cni.js';
+
+type Conf = Record<string, unknown>;
+
+interface ModeCase {
+  mode: string;
+  conf: (dataDir: string) => Conf;
+  /** addresses the pods must reach besides each other */
+  gateways: string[];
+  setupNode?: (h: CniHarness) => void;
+  nodeReachesPods: boolean;
+  hostLinkPrefix?: string;
+}
+
+function setupUnderlay(h: CniHarness): void {
+  const fabric = h.fixture.add('fab');
+  h.exec(h.nodeNs, ['ip', 'link', 'add', 'name', 'eth0', 'type', 'veth', 'peer', 'name', 'uplink', 'netns', `/run/netns/${fabric}`]);
+  h.exec(h.nodeNs, ['ip', 'addr', 'add', '192.168.77.2/24', 'dev', 'eth0']);
+  h.exec(h.nodeNs, ['ip', 'addr', 'add', 'fd77:77::2/64', 'dev', 'eth0', 'nodad']);
+  h.exec(h.nodeNs, ['ip', 'link', 'set', 'eth0', 'up']);
+  h.exec(h.nodeNs, ['ip', 'route', 'add', 'default', 'via', '192.168.77.1']);
+  h.exec(fabric, ['ip', 'addr', 'add', '192.168.77.1/24', 'dev', 'uplink']);
+  h.exec(fabric, ['ip', 'addr', 'add', 'fd77:77::1/64', 'dev', 'uplink', 'nodad']);
+  h.exec(fabric, ['ip', 'link', 'set', 'uplink', 'up']);
+}
+
+const CASES: ModeCase[] = [
+  {
+    mode: 'bridge',
+    conf: (dataDir) => ({
+      cniVersion: '1.0.0', name: 'tbridge', type: 'podnet', bridge: 'pnbr0', isGateway: true, isDefaultGateway: true, ipMasq: true, hairpinMode: true,
+      ipam: { type: 'podnet-ipam', ranges: [[{ subnet: '10.77.1.0/24' }], [{ subnet: 'fd77:1::/64' }]], dataDir },
+    }),
+    gateways: ['10.77.1.1', 'fd77:1::1'],
+    nodeReachesPods: true,
+    hostLinkPrefix: 'veth',
+  },
+  {
+    mode: 'routed',
+    conf: (dataDir) => ({
+      cniVersion: '1.1.0', name: 'trouted', type: 'podnet', mode: 'routed', ipMasq: true,
+      ipam: { type: 'podnet-ipam', ranges: [[{ subnet: '10.77.2.0/24' }], [{ subnet: 'fd77:2::/64' }]], dataDir },
+    }),
+    gateways: ['10.77.2.1', 'fd77:2::1'],
+    nodeReachesPods: true,
+    hostLinkPrefix: 'veth',
+  },
+  {
+    mode: 'macvlan',
+    conf: (dataDir) => ({
+      cniVersion: '0.4.0', name: 'tunder', type: 'podnet', mode: 'macvlan', hostReachable: true,
+      ipam: {
+        type: 'podnet-ipam', dataDir,
+        ranges: [
+          [{ subnet: '192.168.77.0/24', rangeStart: '192.168.77.100', rangeEnd: '192.168.77.200', gateway: '192.168.77.1' }],
+          [{ subnet: 'fd77:77::/64', rangeStart: 'fd77:77::100', rangeEnd: 'fd77:77::1ff', gateway: 'fd77:77::1' }],
+        ],
+      },
+    }),
+    gateways: ['192.168.77.1', 'fd77:77::1'],
+    setupNode: setupUnderlay,
+    nodeReachesPods: true,
+  },
+];
+
+for (const agent of [false, true]) {
+  for (const c of CASES) {
+    describe(`${c.mode} mode (${agent ? 'agent' : 'standalone'})`, () => {
+      let h: CniHarness;
+      let conf: Conf;
+      let dataDir: string;
+      before(async () => {
+        h = new CniHarness();
+        dataDir = join(h.tmp, 'ipam');
+        conf = c.conf(dataDir);
+        c.setupNode?.(h);
+        if (agent) await h.startAgent();
+      });
+      after(async () => {
+        await h.cleanup();
+      });
+
+      test('two pods reach each other and the gateway over IPv4 and IPv6; CHECK passes; DEL leaves nothing', async () => {
+        const pods = [h.pod('a'), h.pod('b')];
+        const ips: string[][] = [];
+        for (const [i, p] of pods.entries()) {
+          const r = await h.invoke({ command: 'ADD', containerId: `c${i}`, netns: h.podPath(p), ifname: 'eth0', conf });
+          assert.equal(r.code, 0, `ADD failed: ${r.stdout} ${r.stderr}`);
+          const res = r.json as { cniVersion: string; ips: { address: string; interface?: number }[]; interfaces: { name: string; sandbox?: string }[] };
+          assert.equal(res.cniVersion, conf.cniVersion);
+          assert.equal(res.ips.length, 2);
+          const sandboxIdx = res.interfaces.findIndex((x) => x.sandbox);
+          assert.ok(sandboxIdx >= 0 && res.ips.every((x) => x.interface === sandboxIdx));
+          ips.push(res.ips.map((x) => x.address.split('/')[0]));
+          const chk = await h.invoke({ command: 'CHECK', containerId: `c${i}`, netns: h.podPath(p), ifname: 'eth0', conf: { ...conf, prevResult: res } });
+          assert.equal(chk.code, 0, `CHECK failed: ${chk.stdout}`);
+        }
+        for (const dst of [...ips[1], ...c.gateways]) assert.ok(h.ping(pods[0], dst), `${pods[0]} cannot reach ${dst}`);
+        for (const dst of ips[0]) assert.ok(h.ping(pods[1], dst), `${pods[1]} cannot reach ${dst}`);
+        if (c.nodeReachesPods) assert.ok(h.ping(h.nodeNs, ips[0][0]), 'node cannot reach its pod');
+
+        for (const [i, p] of pods.entries()) {
+          const d = await h.invoke({ command: 'DEL', containerId: `c${i}`, netns: h.podPath(p), ifname: 'eth0', conf });
+          assert.equal(d.code, 0, d.stdout);
+          assert.equal(d.stdout, '');
+          // containerd's second DEL: no netns any more
+          const d2 = await h.invoke({ command: 'DEL', containerId: `c${i}`, netns: '', ifname: 'eth0', conf });
+          assert.equal(d2.code, 0, d2.stdout);
+          assert.equal(h.exec(p, ['ip', '-j', 'link', 'show']).includes('"eth0"'), false, 'pod interface left');
+        }
+        assert.deepEqual(h.reservations(dataDir, conf.name as string), []);
+        if (c.hostLinkPrefix) assert.deepEqual(h.nodeLinks().filter((l) => l.ifname.startsWith(c.hostLinkPrefix!)).map((l) => l.ifname), []);
+        if (conf.ipMasq) {
+          const nft = h.exec(h.nodeNs, ['nft', '-j', 'list', 'table', 'inet', 'podnet']);
+          assert.equal(/"elem"/.test(nft) && /10\.77\.\d\.\d+"/.test(nft.replace(/"10\.77\.\d\.0"/g, '')), false, 'masquerade element left');
+        }
+        if (c.mode === 'macvlan') {
+          const routes = h.exec(h.nodeNs, ['ip', 'route', 'show']);
+          assert.equal(/192\.168\.77\.1\d\d /.test(routes), false, `host route to a deleted pod left: ${routes}`);
+        }
+      });
+
+      test('CHECK fails once an address is removed by hand', async () => {
+        const p = h.pod('chk');
+        const r = await h.invoke({ command: 'ADD', containerId: 'chk', netns: h.podPath(p), ifname: 'eth0', conf });
+        assert.equal(r.code, 0, r.stdout);
+        const res = r.json as { ips: { address: string }[] };
+        const v4 = res.ips[0].address.split('/')[0];
+        const onLink = JSON.parse(h.exec(p, ['ip', '-j', 'addr', 'show', 'dev', 'eth0'])) as { addr_info: { local: string; prefixlen: number }[] }[];
+        const a = onLink[0].addr_info.find((x) => x.local === v4)!;
+        h.exec(p, ['ip', 'addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', 'eth0']);
+        const chk = await h.invoke({ command: 'CHECK', containerId: 'chk', netns: h.podPath(p), ifname: 'eth0', conf: { ...conf, prevResult: res } });
+        assert.notEqual(chk.code, 0);
+        assert.equal((chk.json as { code: number }).code, 106);
+        assert.match(String((chk.json as { msg: string }).msg), new RegExp(v4.replace(/\./g, '\\.')));
+        const d = await h.invoke({ command: 'DEL', containerId: 'chk', netns: h.podPath(p), ifname: 'eth0', conf });
+        assert.equal(d.code, 0, d.stdout);
+        assert.deepEqual(h.reservations(dataDir, conf.name as string), []);
+      });
+    });
+  }
+}
