@@ -193,6 +193,51 @@ export function unmountAllUnder(dir: string): void {
   }
 }
 
+/** PIDs whose /proc/PID/cgroup mentions one of `ids`; their cgroup paths are added to `paths`. */
+export function pidsInCgroupsMentioning(ids: string[], paths: Set<string>): number[] {
+  const pids: number[] = [];
+  let entries: string[] = [];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return pids;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${e}/cgroup`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (!ids.some((id) => text.includes(id))) continue;
+    pids.push(Number(e));
+    for (const line of text.split('\n')) {
+      const path = line.split(':').slice(2).join(':');
+      if (path && ids.some((id) => path.includes(id))) paths.add(path.replace(/^\//, ''));
+    }
+  }
+  return pids;
+}
+
+/** rmdir `<hierarchy>/<path>` in every cgroup hierarchy under /sys/fs/cgroup (v1 controllers and v2). */
+export function removeCgroupDirs(paths: string[]): void {
+  let roots: string[] = [];
+  try {
+    roots = readdirSync('/sys/fs/cgroup').map((d) => join('/sys/fs/cgroup', d));
+  } catch {
+    return;
+  }
+  roots.push('/sys/fs/cgroup');
+  for (const p of paths) {
+    if (!p || p.includes('..')) continue;
+    for (const r of roots) {
+      const d = join(r, p);
+      if (existsSync(d)) runSyncQuiet('rmdir', [d]);
+    }
+  }
+}
+
 export function netnsExists(name: string): boolean {
   return existsSync(`/run/netns/${name}`);
 }
@@ -255,6 +300,9 @@ export class Scope {
   private stack: Array<{ label: string; fn: () => Promise<void> | void }> = [];
   private netnsNames: string[] = [];
   private extraNetnsPaths = new Set<string>();
+  private containerIds = new Set<string>();
+  private extraPaths = new Set<string>();
+  private cgroupPatterns: Array<(id: string) => string> = [];
   private closed = false;
 
   private constructor(
@@ -295,6 +343,25 @@ export class Scope {
     if (path) this.extraNetnsPaths.add(path);
   }
 
+  /**
+   * A container/sandbox id the runtime created for us. On the last-resort sweep,
+   * processes whose /proc/PID/cgroup mentions it are killed and its cgroup dirs
+   * (observed ones plus those from `cgroupPattern`s) removed.
+   */
+  trackContainerId(id: string): void {
+    if (/^[0-9a-f]{12,}$/.test(id)) this.containerIds.add(id);
+  }
+
+  /** Cgroup path (relative to a hierarchy root) a runtime uses for a container id, e.g. id => `k8s.io/${id}`. */
+  cgroupPattern(fn: (id: string) => string): void {
+    this.cgroupPatterns.push(fn);
+  }
+
+  /** A path outside the temp dir that belongs to us (e.g. runc state); removed on the sweep if still there. */
+  trackPath(path: string): void {
+    if (path) this.extraPaths.add(path);
+  }
+
   get namespaces(): readonly string[] {
     return this.netnsNames;
   }
@@ -333,6 +400,26 @@ export class Scope {
       if (i === 0) errors.push(`killed leftover processes ${pids.join(',')}`);
       killPids(pids);
       runSyncQuiet('sleep', ['0.1']);
+    }
+    // 1b. container processes (after pivot_root their root and cmdline say nothing about us): by cgroup
+    if (this.containerIds.size) {
+      const cgPaths = new Set<string>();
+      for (const id of this.containerIds) for (const f of this.cgroupPatterns) cgPaths.add(f(id));
+      for (let i = 0; i < 20; i++) {
+        const pids = pidsInCgroupsMentioning([...this.containerIds], cgPaths);
+        if (pids.length === 0) break;
+        if (i === 0) errors.push(`killed leftover container processes ${pids.join(',')}`);
+        killPids(pids);
+        runSyncQuiet('sleep', ['0.1']);
+      }
+      removeCgroupDirs([...cgPaths]);
+    }
+    for (const p of this.extraPaths) {
+      try {
+        rmSync(p, { recursive: true, force: true });
+      } catch {
+        /* ignore */
+      }
     }
     // 2. netns created by runtimes for our pods, then ours
     for (const p of this.extraNetnsPaths) removeNetnsPath(p);

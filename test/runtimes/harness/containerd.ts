@@ -2,7 +2,7 @@
 // namespace of our own, pointed at a given CNI bin dir + conflist, driven over CRI
 // gRPC the way kubelet does (RunPodSandbox, CreateContainer, ExecSync, ...).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -165,6 +165,8 @@ export async function withContainerd<T>(net: CniNetwork, fn: (h: CriHarness) => 
   try {
     const dir = scope.dir;
     const netns = await scope.netns('rt');
+    // cgroupfs paths containerd's CRI gives containers without a cgroup_parent
+    scope.cgroupPattern((id) => `k8s.io/${id}`);
     const confDir = join(dir, 'net.d');
     const cniLog = join(dir, 'cni-calls.log');
     const binDir = opts.recordCniCalls === false ? net.binDir : await recordingBinDir(net.binDir, join(dir, 'cni-bin-rec'), cniLog);
@@ -266,6 +268,10 @@ export async function withContainerd<T>(net: CniNetwork, fn: (h: CriHarness) => 
           linux: { securityContext: { namespaceOptions: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
         };
         const sandboxId = await client.runPodSandbox(sandboxConfig);
+        scope.trackContainerId(sandboxId);
+        // the shim's socket: /run/containerd/s/<sha256("/<address>/<ns>/<sandbox id>")>; the shim
+        // removes it on a clean exit, the sweep removes it if the shim had to be killed
+        scope.trackPath(`/run/containerd/s/${createHash('sha256').update(join('/', socket, K8S_NAMESPACE, sandboxId)).digest('hex')}`);
         const pod: CriPod = { name, uid, sandboxId, containerId: '', ip: '', sandboxConfig };
         pods.set(sandboxId, pod);
         const st = await client.podSandboxStatus(sandboxId, true);
@@ -279,6 +285,7 @@ export async function withContainerd<T>(net: CniNetwork, fn: (h: CriHarness) => 
           linux: { securityContext: { namespaceOptions: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
         };
         pod.containerId = await client.createContainer(sandboxId, cfg, sandboxConfig);
+        scope.trackContainerId(pod.containerId);
         await client.startContainer(pod.containerId);
         return pod;
       },
@@ -324,7 +331,7 @@ export async function withContainerd<T>(net: CniNetwork, fn: (h: CriHarness) => 
     cleanupErrors.push(...(await scope.close()));
   }
   // teardown problems surface only when the body itself succeeded
-  const serious = cleanupErrors.filter((e) => !e.startsWith('killed leftover processes'));
+  const serious = cleanupErrors.filter((e) => !e.startsWith('killed leftover'));
   if (serious.length) throw new Error(`containerd harness cleanup: ${serious.join('; ')}`);
   if (cleanupErrors.length) console.error(`# containerd harness cleanup: ${cleanupErrors.join('; ')}`);
   return result;

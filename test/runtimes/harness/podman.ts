@@ -86,6 +86,8 @@ export async function withPodman<T>(net: CniNetwork, fn: (h: PodmanHarness) => P
   try {
     const dir = scope.dir;
     const netns = await scope.netns('rt');
+    // podman's cgroupfs layout; its runc keeps state in the global /run/runc/<id>
+    scope.cgroupPattern((id) => `libpod_parent/libpod-${id}`);
     const confDir = join(dir, 'net.d');
     const cniLog = join(dir, 'cni-calls.log');
     const binDir = opts.recordCniCalls === false ? net.binDir : await recordingBinDir(net.binDir, join(dir, 'cni-bin-rec'), cniLog);
@@ -190,7 +192,10 @@ num_locks = 128
         const ip = info?.NetworkSettings?.Networks?.[net.conflist.name]?.IPAddress ?? '';
         const sandboxKey = info?.NetworkSettings?.SandboxKey ?? '';
         if (sandboxKey) scope.trackNetnsPath(sandboxKey);
-        return { name, id: info?.Id ?? r.stdout.trim(), ip, sandboxKey };
+        const id = info?.Id ?? r.stdout.trim();
+        scope.trackContainerId(id);
+        scope.trackPath(`/run/runc/${id}`);
+        return { name, id, ip, sandboxKey };
       },
       exec: execIn,
       ping(from, ip) {
@@ -214,7 +219,7 @@ num_locks = 128
   } finally {
     cleanupErrors.push(...(await scope.close()));
   }
-  const serious = cleanupErrors.filter((e) => !e.startsWith('killed leftover processes'));
+  const serious = cleanupErrors.filter((e) => !e.startsWith('killed leftover'));
   if (serious.length) throw new Error(`podman harness cleanup: ${serious.join('; ')}`);
   if (cleanupErrors.length) console.error(`# podman harness cleanup: ${cleanupErrors.join('; ')}`);
   return result;
