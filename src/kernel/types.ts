@@ -82,6 +82,8 @@ export type LinkSpec =
 
 export interface RouteSpec {
   dst: string;
+  /** only needed to disambiguate a gateway-less IPv6 default route (rendered as ::/0); otherwise inferred */
+  family?: 4 | 6;
   gateway?: string;
   dev?: string;
   onlink?: boolean;
@@ -109,6 +111,8 @@ export type KernelOp =
       netns?: NetnsRef;
       newName?: string;
       promisc?: boolean;
+      /** IFLA_IFALIAS: podnet marks the owner of host-side links here */
+      alias?: string;
       /** bridge port options (only for a link enslaved to a bridge) */
       hairpin?: boolean;
     }
