@@ -1,0 +1,17 @@
+// `npm run bench`: every benchmark, each printing its own table on stdout.
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const benches = [
+  ['CNI ADD/DEL/VERSION: podnet vs reference bridge+host-local', 'cni-bench.ts'],
+  ['Kernel access for an ADD: iproute2 vs netlink (koffi)', 'netlink-vs-iproute2.ts'],
+];
+let status = 0;
+for (const [title, file] of benches) {
+  console.log(`\n## ${title}\n`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(here, file), ...process.argv.slice(2)], { stdio: 'inherit' });
+  if (r.status !== 0) status = 1;
+}
+process.exit(status);
