@@ -62,7 +62,7 @@ export function cleanStderr(stderr: string): string {
 // "Error: ..."), bridge, sysctl (procps) and nft.
 const CLASSES: Array<[KernelErrorKind, RegExp]> = [
   ['unsupported', /Unknown device type|Operation not supported|not supported|Protocol not supported|Address family not supported|Function not implemented|command not found/i],
-  ['exists', /File exists|already exists/i],
+  ['exists', /File exists|already exists|already assigned/i],
   ['busy', /Device or resource busy|Resource busy|Text file busy/i],
   [
     'not-found',
