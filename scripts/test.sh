@@ -3,8 +3,15 @@
 # namespaces, real runtimes (containerd CRI, podman). Exit code is non-zero if any fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-npx tsc --noEmit -p .
+# npm test: set-up, type check, every suite. `--no-setup SUITE...`: just those suites.
+suites=(unit integration runtimes)
+if [ "${1:-}" = --no-setup ]; then
+  shift
+  [ $# -gt 0 ] && suites=("$@")
+else
+  bash scripts/setup.sh
+  npx tsc --noEmit -p .
+fi
 run() { # suite dir
   mapfile -t files < <(find "test/$1" -name '*.test.ts' | sort)
   [ "${#files[@]}" -eq 0 ] && return 0
@@ -12,7 +19,7 @@ run() { # suite dir
   node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
 }
 status=0
-for suite in unit integration runtimes; do run "$suite" || status=1; done
+for suite in "${suites[@]}"; do run "$suite" || status=1; done
 # nothing left behind by any suite
 left=$(ip netns list | awk '{print $1}' | grep -E '^(pnt|pndemo|pnrt|pnb)' || true)
 if [ -n "$left" ]; then echo "namespaces left behind: $left" >&2; status=1; fi

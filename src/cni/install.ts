@@ -100,7 +100,9 @@ export function defaultConflist(o: InstallOptions): Record<string, unknown> {
   const plugin: Record<string, unknown> = { type: 'podnet', mode: o.mode ?? 'bridge', ipam };
   if ((o.mode ?? 'bridge') === 'bridge') Object.assign(plugin, { bridge: o.bridge ?? 'podnet0', isGateway: true, isDefaultGateway: true, ipMasq: true, hairpinMode: true });
   if (o.mode === 'routed') Object.assign(plugin, { ipMasq: true });
-  return { cniVersion: '1.1.0', cniVersions: ['0.3.1', '0.4.0', '1.0.0', '1.1.0'], name: o.network ?? 'podnet', plugins: [plugin] };
+  // cniVersion is what runtimes with an older libcni (containerd 1.6, podman 4.3: results up to
+  // 1.0.0, no `cniVersions`) use; newer ones pick the highest of cniVersions they support.
+  return { cniVersion: '1.0.0', cniVersions: ['0.3.1', '0.4.0', '1.0.0', '1.1.0'], name: o.network ?? 'podnet', plugins: [plugin] };
 }
 
 export function installCni(o: InstallOptions, versions: string[]): string[] {

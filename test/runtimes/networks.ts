@@ -1,7 +1,7 @@
 // Which CNI network the runtime tests run against.
 //
-//   PODNET_RUNTIME_PLUGIN=reference (default)  Debian's containernetworking-plugins
-//   PODNET_RUNTIME_PLUGIN=podnet               the podnet plugin (podnetNetwork below)
+//   PODNET_RUNTIME_PLUGIN=podnet (default)     the podnet plugin (podnetNetwork below)
+//   PODNET_RUNTIME_PLUGIN=reference            Debian's containernetworking-plugins
 import { mkdir, readdir, symlink } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -76,22 +76,58 @@ export async function referenceNetwork(tmpDir: string, opts: NetworkOptions = {}
 }
 
 /**
- * ============================  NOT WIRED YET  ============================
- * The podnet plugin: must return a bin dir holding the podnet CNI executable
- * (plus `loopback`, which containerd execs for every sandbox) and a conflist
- * using it. Fill in when the plugin is packaged.
- * ========================================================================
+ * The podnet plugin as `podnet cni install` lays it out: the thin-client executables podnet and
+ * podnet-ipam (standalone here: no agent runs in the runtime's namespace), `loopback` from the
+ * reference plugins (containerd execs it for every sandbox), and a bridge conflist with
+ * podnet-ipam keeping its reservations under `tmpDir`.
  */
 export async function podnetNetwork(tmpDir: string, opts: NetworkOptions = {}): Promise<NetworkUnderTest> {
-  void tmpDir;
-  void opts;
-  throw new Error('podnetNetwork: not wired yet');
+  const { installCni } = await import('../../src/cni/install.js');
+  const { SUPPORTED_VERSIONS } = await import('../../src/cni/version.js');
+  const { ensureBuilt } = await import('../helpers/cni.js');
+  ensureBuilt();
+  const name = opts.name ?? 'podnet-rt';
+  const binDir = join(tmpDir, 'cni-bin');
+  const dataDir = join(tmpDir, 'podnet-ipam');
+  await mkdir(binDir, { recursive: true });
+  await mkdir(dataDir, { recursive: true });
+  installCni({ binDir, socket: join(tmpDir, 'no-agent.sock') }, [...SUPPORTED_VERSIONS]);
+  if (existsSync(join(REFERENCE_CNI_DIR, 'loopback'))) await symlink(join(REFERENCE_CNI_DIR, 'loopback'), join(binDir, 'loopback'));
+  // containerd 1.6 and podman 4.3 vendor a libcni that reads results only up to 1.0.0 and does
+  // not know `cniVersions`: 1.0.0 is what they get; newer runtimes pick 1.1.0 from the list.
+  const conflist: CniConflist = {
+    cniVersion: '1.0.0',
+    cniVersions: ['0.4.0', '1.0.0', '1.1.0'],
+    name,
+    plugins: [
+      {
+        type: 'podnet',
+        mode: 'bridge',
+        bridge: opts.bridge ?? 'podnet0',
+        isGateway: true,
+        isDefaultGateway: true,
+        ipMasq: true,
+        hairpinMode: true,
+        ipam: { type: 'podnet-ipam', ranges: [[{ subnet: opts.subnet ?? '10.88.7.0/24' }]], dataDir },
+      },
+    ],
+  };
+  return {
+    label: 'podnet',
+    binDir,
+    conflist,
+    async leakedAllocations() {
+      const netDir = join(dataDir, name);
+      if (!existsSync(netDir)) return [];
+      return (await readdir(netDir)).filter((f) => /^[0-9.]+$|:/.test(f)).map((f) => join(netDir, f));
+    },
+  };
 }
 
 export type PluginChoice = 'reference' | 'podnet';
 
 export function pluginChoice(): PluginChoice {
-  const v = (process.env.PODNET_RUNTIME_PLUGIN ?? 'reference').trim();
+  const v = (process.env.PODNET_RUNTIME_PLUGIN ?? 'podnet').trim();
   if (v === 'reference' || v === 'podnet') return v;
   throw new Error(`PODNET_RUNTIME_PLUGIN must be 'reference' or 'podnet', got '${v}'`);
 }
