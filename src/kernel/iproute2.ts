@@ -138,7 +138,8 @@ export class Iproute2Adapter implements KernelAdapter {
     const r = await spawnCapture(argv, { timeoutMs: this.timeoutMs });
     if (r.exitCode !== 0) {
       const e = new KernelError({ argv, exitCode: r.exitCode, stderr: r.stderr, op: `show link ${name} in ${describeNetns(ns)}` });
-      if (e.kind === 'not-found') return undefined;
+      // Only the device may be missing: a missing netns ("Cannot open network namespace", nsenter) is an error.
+      if (e.kind === 'not-found' && /Device "[^"]*" does not exist|Cannot find device/.test(e.detail)) return undefined;
       throw e;
     }
     return parseLinks(r.stdout)[0];

@@ -31,7 +31,8 @@ export class NftCli implements NftRunner {
     const r = await spawnCapture(argv, { op, timeoutMs: this.opts.timeoutMs });
     if (r.exitCode !== 0) {
       const e = new KernelError({ argv, exitCode: r.exitCode, stderr: r.stderr, op, detail: nftDetail(r.stderr) });
-      if (e.kind === 'not-found') return undefined;
+      // "No such file or directory" from nft is the listed object; from nsenter it is the netns itself.
+      if (e.kind === 'not-found' && !/^nsenter:/m.test(r.stderr)) return undefined;
       throw e;
     }
     const t = r.stdout.trim();

@@ -56,6 +56,9 @@ describe('kernel adapter (iproute2)', () => {
     assert.equal(p.linkIndex, h.index, 'peer points at the host side by ifindex');
     assert.equal(typeof p.linkNetnsId, 'number');
     assert.equal(await k.link(byName(A), 'pv0'), undefined);
+    // a missing netns is not a missing link
+    await assert.rejects(k.link(byName(`${A}-gone`), 'pv0'), /Cannot open network namespace/);
+    await assert.rejects(k.link({ kind: 'path', path: `/run/netns/${A}-gone` }, 'pv0'), KernelError);
   });
 
   it('creates a veth peer in a netns given by path, and operates inside a path netns', async () => {
@@ -362,6 +365,7 @@ describe('nft runner', () => {
     const j = (await nft.listJson(byName(C), ['table', 'inet', 'podnet_t'])) as { nftables: Array<Record<string, { name?: string }>> };
     assert.ok(j.nftables.some((o) => o.chain?.name === 'fwd_c'));
     assert.equal(await nft.listJson(byName(C), ['table', 'inet', 'nosuch']), undefined);
+    await assert.rejects(nft.listJson(byName(`${C}-gone`), ['tables']), KernelError);
     const err = await nft.run(byName(C), 'add chain inet podnet_t c2\nadd rule inet podnet_t c2 bogus\n').then(
       () => assert.fail('should fail'),
       (e: unknown) => e,
