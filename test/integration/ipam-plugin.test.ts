@@ -138,7 +138,7 @@ function runProc(cmd: string, conf: Record<string, unknown>, id: string, ifname 
 function waitFor(c: ChildProcess, marker: string): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = '';
-    const t = setTimeout(() => reject(new Error(`timeout waiting for ${marker}`)), 20_000);
+    const t = setTimeout(() => reject(new Error(`timeout waiting for ${marker}`)), 90_000);
     c.stdout!.on('data', (d) => {
       buf += d;
       const line = buf.split('\n').find((l) => l.startsWith(marker));
@@ -279,8 +279,9 @@ test('kill -9 mid-write leaves no torn state; GC with no valid attachments frees
 test('random kill -9 of processes busy with ADD and DEL never leaves a torn reservation', async (t) => {
   const { conf, dir } = newNet({ ranges: [[{ subnet: '10.8.0.0/20' }]] });
   const exits: Array<number | null> = [];
-  for (let round = 0; round < 3; round++) {
-    const procs = Array.from({ length: 6 }, (_, i) => startChild('hammer.mts', [JSON.stringify(conf), netns, `r${round}x${i}`]));
+  // each child costs a Node + tsx start-up, so keep the crowd modest
+  for (let round = 0; round < 2; round++) {
+    const procs = Array.from({ length: 5 }, (_, i) => startChild('hammer.mts', [JSON.stringify(conf), netns, `r${round}x${i}`]));
     await Promise.all(
       procs.map(async (c) => {
         await waitFor(c, 'READY');
@@ -293,7 +294,7 @@ test('random kill -9 of processes busy with ADD and DEL never leaves a torn rese
   assert.deepEqual(exits.filter((e) => e !== null), [], 'every process was still busy when killed');
   const files = ipFiles(dir);
   t.diagnostic(`${files.length} reservations, ${readdirSync(dir).filter((f) => f.startsWith('.podnet-tmp')).length} temp files left by killed writers`);
-  assert.ok(files.length >= 18, `each process reserved at least once (${files.length})`);
+  assert.ok(files.length >= 10, `each process reserved at least once (${files.length})`);
   for (const f of files) assert.match(readFileSync(join(dir, f), 'utf8'), /^r\dx\dn\d+\r\neth0$/, f);
   const gc = await run('GC', { ...conf, 'cni.dev/valid-attachments': [] }, '');
   assert.equal(gc.code, 0);
