@@ -1,0 +1,210 @@
+// A minimal synchronous rtnetlink socket over libc through koffi, and a way to open one inside
+// another network namespace (setns in, socket(), setns back, all without yielding to the event loop).
+import { closeSync, openSync } from 'node:fs';
+import koffi from 'koffi';
+import * as C from './constants.js';
+import { type Ack, type LinkInfo, type NlMsg, errnoName, parseAck, parseLink, parseMessages } from './message.js';
+import * as M from './message.js';
+
+type Fn = (...args: unknown[]) => number;
+interface Libc {
+  socket: Fn;
+  bind: Fn;
+  sendto: Fn;
+  recv: Fn;
+  setsockopt: Fn;
+  setns: Fn;
+  close: Fn;
+}
+
+let libc: Libc | undefined;
+/** Loads libc and declares the few functions used (the cost a short-lived process pays once). */
+export function loadLibc(): Libc {
+  if (libc) return libc;
+  const lib = koffi.load('libc.so.6');
+  libc = {
+    socket: lib.func('int socket(int domain, int type, int protocol)') as Fn,
+    bind: lib.func('int bind(int fd, const void *addr, uint32_t addrlen)') as Fn,
+    sendto: lib.func('long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)') as Fn,
+    recv: lib.func('long recv(int fd, void *buf, size_t len, int flags)') as Fn,
+    setsockopt: lib.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)') as Fn,
+    setns: lib.func('int setns(int fd, int nstype)') as Fn,
+    close: lib.func('int close(int fd)') as Fn,
+  };
+  return libc;
+}
+
+export class NetlinkError extends Error {
+  constructor(
+    readonly op: string,
+    readonly errno: number,
+    readonly extMsg?: string,
+  ) {
+    super(`${op}: ${errnoName(errno)}${extMsg ? ` (${extMsg})` : ''}`);
+  }
+}
+
+function sysErr(op: string): NetlinkError {
+  return new NetlinkError(op, koffi.errno());
+}
+
+function sockaddrNl(): Buffer {
+  const b = Buffer.alloc(12); // sa_family u16, pad u16, nl_pid u32 (0: kernel / autobind), nl_groups u32
+  b.writeUInt16LE(C.AF_NETLINK, 0);
+  return b;
+}
+const KERNEL = sockaddrNl();
+
+function intOpt(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(v, 0);
+  return b;
+}
+
+/** A request in a batch: a message builder (given its sequence number) and a label for errors. */
+export interface Req {
+  label: string;
+  build: (seq: number) => Buffer;
+}
+
+export class RtNetlink {
+  private seq = Math.floor(Math.random() * 0x7fffffff);
+  private readonly rbuf = Buffer.alloc(65536);
+  private closed = false;
+
+  private constructor(readonly fd: number) {}
+
+  /** Opens a NETLINK_ROUTE socket in the calling thread's current netns. */
+  static open(): RtNetlink {
+    const c = loadLibc();
+    const fd = c.socket(C.AF_NETLINK, C.SOCK_RAW | C.SOCK_CLOEXEC, C.NETLINK_ROUTE);
+    if (fd < 0) throw sysErr('socket(AF_NETLINK)');
+    try {
+      const addr = sockaddrNl();
+      if (c.bind(fd, addr, addr.length) !== 0) throw sysErr('bind');
+      // ack errors with the kernel's message and without echoing our request back
+      c.setsockopt(fd, C.SOL_NETLINK, C.NETLINK_EXT_ACK, intOpt(1), 4);
+      c.setsockopt(fd, C.SOL_NETLINK, C.NETLINK_CAP_ACK, intOpt(1), 4);
+      const tv = Buffer.alloc(16); // struct timeval { long tv_sec; long tv_usec; }: never block forever
+      tv.writeBigInt64LE(5n, 0);
+      if (c.setsockopt(fd, C.SOL_SOCKET, C.SO_RCVTIMEO, tv, 16) !== 0) throw sysErr('setsockopt(SO_RCVTIMEO)');
+    } catch (e) {
+      c.close(fd);
+      throw e;
+    }
+    return new RtNetlink(fd);
+  }
+
+  /** Opens a NETLINK_ROUTE socket bound to the network namespace at netnsPath (e.g. /run/netns/X). */
+  static openInNetns(netnsPath: string): RtNetlink {
+    const c = loadLibc();
+    const orig = originalNetnsFd();
+    const target = openSync(netnsPath, 'r');
+    try {
+      if (c.setns(target, C.CLONE_NEWNET) !== 0) throw sysErr(`setns(${netnsPath})`);
+      try {
+        return RtNetlink.open();
+      } finally {
+        if (c.setns(orig, C.CLONE_NEWNET) !== 0) {
+          // the JS thread would be left in the wrong netns: nothing after this can be trusted
+          process.stderr.write(`FATAL: setns back to the original netns failed: ${errnoName(koffi.errno())}\n`);
+          process.exit(70);
+        }
+      }
+    } finally {
+      closeSync(target);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    loadLibc().close(this.fd);
+  }
+
+  /**
+   * Sends the requests in one datagram and waits for each one's answer: an ack (NLMSG_ERROR with 0),
+   * or a reply (for GET requests). Throws on the first failed request, after reading every answer.
+   * Returns the reply messages of the requests (empty array for plain acks), in order.
+   */
+  transact(reqs: Req[]): NlMsg[][] {
+    const c = loadLibc();
+    const first = this.seq;
+    const bufs = reqs.map((r, i) => r.build((first + i) >>> 0));
+    this.seq = (first + reqs.length) >>> 0;
+    const out = Buffer.concat(bufs);
+    const sent = c.sendto(this.fd, out, out.length, 0, KERNEL, KERNEL.length);
+    if (sent < 0) throw sysErr('sendto');
+    const replies: NlMsg[][] = reqs.map(() => []);
+    const done: boolean[] = reqs.map(() => false);
+    const errors: Ack[] = [];
+    let pending = reqs.length;
+    while (pending > 0) {
+      const n = c.recv(this.fd, this.rbuf, this.rbuf.length, 0);
+      if (n < 0) throw sysErr('recv');
+      for (const m of parseMessages(this.rbuf.subarray(0, n))) {
+        const i = (m.seq - first) >>> 0;
+        if (i >= reqs.length || done[i]) continue; // not ours (stale) or already answered
+        if (m.type === C.NLMSG_ERROR) {
+          const ack = parseAck(m);
+          if (ack.errno !== 0) errors.push({ ...ack, seq: i });
+        } else if (m.type === C.NLMSG_DONE) {
+          // end of a multipart reply
+        } else {
+          replies[i].push({ ...m, data: Buffer.from(m.data) }); // rbuf is reused: copy
+          if (m.flags & C.NLM_F_MULTI) continue;
+        }
+        done[i] = true;
+        pending--;
+      }
+    }
+    if (errors.length) {
+      const e = errors[0];
+      throw new NetlinkError(reqs[e.seq].label, e.errno, e.extMsg);
+    }
+    return replies;
+  }
+
+  // ------------------------------------------------------------ one-request helpers
+
+  private one(label: string, build: (seq: number) => Buffer): NlMsg[] {
+    return this.transact([{ label, build }])[0];
+  }
+
+  getLink(name: string): LinkInfo {
+    const r = this.one(`get link ${name}`, (s) => M.getLink(s, { name }));
+    if (!r.length) throw new Error(`get link ${name}: no reply`);
+    return parseLink(r[0].data);
+  }
+
+  createBridge(name: string, up = true): void {
+    this.one(`add bridge ${name}`, (s) => M.newBridge(s, { name, up }));
+  }
+
+  createVeth(o: { name: string; peerName: string; peerNetnsFd?: number; up?: boolean; master?: number }): void {
+    this.one(`add veth ${o.name}`, (s) => M.newVeth(s, o));
+  }
+
+  setLink(o: { index?: number; name?: string; up?: boolean; master?: number }): void {
+    this.one(`set link ${o.name ?? o.index}`, (s) => M.setLink(s, o));
+  }
+
+  delLink(name: string): void {
+    this.one(`del link ${name}`, (s) => M.delLink(s, { name }));
+  }
+
+  addAddr4(index: number, address: string, prefixLen: number): void {
+    this.one(`add addr ${address}/${prefixLen}`, (s) => M.newAddr4(s, { index, address, prefixLen }));
+  }
+
+  addDefaultRoute4(gateway: string, oif?: number): void {
+    this.one(`add default via ${gateway}`, (s) => M.newRoute4(s, { gateway, oif }));
+  }
+}
+
+let origNetns: number | undefined;
+/** fd of the JS thread's netns at first use, kept open to come back to after setns. */
+export function originalNetnsFd(): number {
+  if (origNetns === undefined) origNetns = openSync('/proc/thread-self/ns/net', 'r');
+  return origNetns;
+}
