@@ -68,7 +68,8 @@ if [ -S "$sock" ] && command -v socat >/dev/null 2>&1; then
       exit "$code" ;;
   esac
   # no agent answered: do the work here
-  printf '%s' "$input" | exec "$node" "$bundle"
+  printf '%s' "$input" | "$node" "$bundle"
+  exit $?
 fi
 exec "$node" "$bundle"
 `;
