@@ -41,7 +41,8 @@ export function mergeResults(prev: CniResult | undefined, ours: CniResult): CniR
 
 function validAttachments(conf: Record<string, unknown>): GcAttachment[] {
   const raw = conf['cni.dev/valid-attachments'] ?? conf['cni.dev/attachments'];
-  if (raw === undefined) return [];
+  // without the list, "everything else is stale" would mean every pod on the node
+  if (raw === undefined) throw new CniError(ErrCode.InvalidConfig, 'GC needs cni.dev/valid-attachments (or the older cni.dev/attachments) in the config');
   if (!Array.isArray(raw)) throw new CniError(ErrCode.InvalidConfig, 'cni.dev/valid-attachments: expected a list');
   return raw.map((x, i) => {
     const o = x as Record<string, unknown>;

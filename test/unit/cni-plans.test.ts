@@ -42,7 +42,7 @@ test('bridge gateway addresses: add missing, refuse a different one unless force
 });
 
 test('bridge veth plan creates the peer in the pod netns and enslaves the host end', () => {
-  const ops = planBridgeVeth({ bridge: 'cni0', hostVeth: 'vethx', ifname: 'eth0', podNsPath: '/run/netns/p', podMac: '02:00:00:00:00:01', hairpin: true, alias: 'a' });
+  const ops = planBridgeVeth({ bridge: 'cni0', hostVeth: 'vethx', ifname: 'eth0', podNsPath: '/run/netns/p', podMac: '02:00:00:00:00:01', hostMac: '02:00:00:00:00:02', hairpin: true, alias: 'a' });
   assert.equal(ops[0].op, 'link-add');
   const spec = (ops[0] as { spec: { peer: { netns: { path: string } } } }).spec;
   assert.equal(spec.peer.netns.path, '/run/netns/p');
@@ -87,7 +87,7 @@ test('masquerade transaction: shared rules rewritten whole, one element per pod 
   assert.equal((s.match(/masquerade comment/g) ?? []).length, 2);
   assert.match(s, /add element inet podnet masq_pods4 \{ 10\.1\.0\.5 comment "net:vethabc" \}/);
   assert.match(s, /add element inet podnet masq_nets6 \{ fd00::\/64 \}/);
-  assert.throws(() => renderMasqAdd([], 'bad"owner'));
+  assert.throws(() => renderMasqAdd([{ ip: '10.1.0.6', network: '10.1.0.0/24' }], 'bad"owner'));
 });
 
 test('chained results append and keep interface indices', () => {

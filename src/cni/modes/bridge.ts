@@ -54,6 +54,7 @@ export interface BridgePlanInput {
   ifname: string;
   podNsPath: string;
   podMac: string;
+  hostMac: string;
   mtu?: number;
   hairpin: boolean;
   alias: string;
@@ -64,7 +65,7 @@ export function planBridgeVeth(p: BridgePlanInput): KernelOp[] {
   return [
     {
       op: 'link-add',
-      spec: { kind: 'veth', name: p.hostVeth, mtu: p.mtu, peer: { name: p.ifname, netns: { kind: 'path', path: p.podNsPath }, mac: p.podMac, mtu: p.mtu } },
+      spec: { kind: 'veth', name: p.hostVeth, mtu: p.mtu, mac: p.hostMac, peer: { name: p.ifname, netns: { kind: 'path', path: p.podNsPath }, mac: p.podMac, mtu: p.mtu } },
     },
     { op: 'link-set', name: p.hostVeth, master: p.bridge, up: true, alias: p.alias },
     ...(p.hairpin ? [{ op: 'link-set', name: p.hostVeth, hairpin: true } as KernelOp] : []),
@@ -105,6 +106,8 @@ export const bridgeMode: Mode = {
     const br = await ensureBridge(deps, cfg.bridge, cfg.mtu, cfg.promiscMode);
     const hostVeth = hostVethName(a.containerId, a.ifname);
     const podMac = randomMac();
+    // both MACs chosen here, so the result needs no read-back
+    const hostMac = randomMac();
     const hostOps: KernelOp[] = [];
     if (cfg.isGateway) {
       const have = (await deps.kernel.addresses(deps.host, cfg.bridge)).map((x) => `${x.address}/${x.prefixLen}`);
@@ -116,6 +119,7 @@ export const bridgeMode: Mode = {
       ifname: a.ifname,
       podNsPath: (a.pod as { path: string }).path,
       podMac,
+      hostMac,
       mtu: cfg.mtu,
       hairpin: cfg.hairpinMode,
       alias: ownerAlias(cfg.name, a.containerId, a.ifname),
@@ -131,10 +135,9 @@ export const bridgeMode: Mode = {
     undo.push(`delete ${hostVeth}`, () => deps.kernel.apply(deps.host, [{ op: 'link-del', name: hostVeth, ignoreMissing: true }]));
     const routes = podRoutes(a.ips, a.routes, cfg.isDefaultGateway);
     await deps.kernel.apply(a.pod, planPodSide(a.ifname, a.ips.map((i) => i.address), routes));
-    const hostLink = await deps.kernel.link(deps.host, hostVeth);
     const interfaces: CniInterface[] = [
       { name: cfg.bridge, mac: br.mac },
-      { name: hostVeth, mac: hostLink?.mac },
+      { name: hostVeth, mac: hostMac },
       { name: a.ifname, mac: podMac, sandbox: (a.pod as { path: string }).path },
     ];
     if (cfg.mtu) for (const i of interfaces) i.mtu = cfg.mtu;

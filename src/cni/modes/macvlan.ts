@@ -92,10 +92,11 @@ function makeMode(kind: 'macvlan' | 'ipvlan'): Mode & { master: (a: Attachment, 
         }
         undo.push('remove host routes to pod', () => removeHostRoutes(deps, master, podIps));
       }
-      const podLink = await deps.kernel.link(a.pod, a.ifname);
+      // ipvlan shares its parent's MAC, so only that case needs a read-back
+      const podMac = kind === 'macvlan' ? mac : (await deps.kernel.link(a.pod, a.ifname))?.mac;
       return {
         cniVersion: a.cfg.cniVersion,
-        interfaces: [{ name: a.ifname, mac: podLink?.mac ?? mac, sandbox: podNsPath, ...(a.cfg.mtu ? { mtu: a.cfg.mtu } : {}) }],
+        interfaces: [{ name: a.ifname, mac: podMac, sandbox: podNsPath, ...(a.cfg.mtu ? { mtu: a.cfg.mtu } : {}) }],
         ips: a.ips.map((i) => ({ ...i, interface: 0 })),
         routes,
       };

@@ -23,13 +23,14 @@ export function planRouted(p: {
   ifname: string;
   podNsPath: string;
   podMac: string;
+  hostMac?: string;
   mtu?: number;
   alias: string;
   ips: CniIpConfig[];
   routes: CniRoute[];
 }): RoutedPlan {
   const host: KernelOp[] = [
-    { op: 'link-add', spec: { kind: 'veth', name: p.hostVeth, mtu: p.mtu, peer: { name: p.ifname, netns: { kind: 'path', path: p.podNsPath }, mac: p.podMac, mtu: p.mtu } } },
+    { op: 'link-add', spec: { kind: 'veth', name: p.hostVeth, mtu: p.mtu, mac: p.hostMac, peer: { name: p.ifname, netns: { kind: 'path', path: p.podNsPath }, mac: p.podMac, mtu: p.mtu } } },
     { op: 'link-set', name: p.hostVeth, up: true, alias: p.alias },
   ];
   const podIps: CniIpConfig[] = [];
@@ -65,12 +66,14 @@ export const routedMode: Mode = {
   async add(a: ModeAddInput, deps: ModeDeps, undo: UndoStack): Promise<CniResult> {
     const hostVeth = hostVethName(a.containerId, a.ifname);
     const podMac = randomMac();
+    const hostMac = randomMac();
     const podNsPath = (a.pod as { path: string }).path;
     const plan = planRouted({
       hostVeth,
       ifname: a.ifname,
       podNsPath,
       podMac,
+      hostMac,
       mtu: a.cfg.mtu,
       alias: ownerAlias(a.cfg.name, a.containerId, a.ifname),
       ips: a.ips,
@@ -84,9 +87,8 @@ export const routedMode: Mode = {
     }
     undo.push(`delete ${hostVeth}`, () => deps.kernel.apply(deps.host, [{ op: 'link-del', name: hostVeth, ignoreMissing: true }]));
     await deps.kernel.apply(a.pod, plan.pod);
-    const hostLink = await deps.kernel.link(deps.host, hostVeth);
     const interfaces = [
-      { name: hostVeth, mac: hostLink?.mac, ...(a.cfg.mtu ? { mtu: a.cfg.mtu } : {}) },
+      { name: hostVeth, mac: hostMac, ...(a.cfg.mtu ? { mtu: a.cfg.mtu } : {}) },
       { name: a.ifname, mac: podMac, sandbox: podNsPath, ...(a.cfg.mtu ? { mtu: a.cfg.mtu } : {}) },
     ];
     return { cniVersion: a.cfg.cniVersion, interfaces, ips: plan.podIps.map((i) => ({ ...i, interface: 1 })), routes: plan.podRoutes };
