@@ -54,12 +54,16 @@ function cni(binDir: string, nodeNs: string, command: string, pod: DemoPod, sock
 }
 
 function ping(ns: string, dst: string): boolean {
-  try {
-    execFileSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W1', dst], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
+  // a second try covers the first packet waiting on neighbour discovery
+  for (let i = 0; i < 2; i++) {
+    try {
+      execFileSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W2', dst], { stdio: 'ignore' });
+      return true;
+    } catch {
+      /* retry */
+    }
   }
+  return false;
 }
 
 function cleanupFrom(state: { prefix: string; tmp: string; agentPid?: number }): void {
@@ -117,8 +121,9 @@ export async function runDemo(o: { keep?: boolean; cleanup?: boolean; standalone
     ip(['-n', nodeNs, 'route', 'add', 'default', 'via', '192.168.250.1']);
     ip(['-n', fabricNs, 'addr', 'add', '192.168.250.1/24', 'dev', 'uplink']);
     ip(['-n', fabricNs, 'link', 'set', 'uplink', 'up']);
-    // the underlay router knows where the node's pod networks are
+    // the underlay router knows where the node's pod networks are, and routes
     ip(['-n', fabricNs, 'route', 'add', '10.250.0.0/16', 'via', '192.168.250.2']);
+    execFileSync('ip', ['netns', 'exec', fabricNs, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
 
     progress.step('installing the CNI executables');
     installCni({ binDir, socket: sock }, [...SUPPORTED_VERSIONS]);
@@ -177,7 +182,8 @@ export async function runDemo(o: { keep?: boolean; cleanup?: boolean; standalone
         if (!ok) failures++;
       }
     }
-    progress.done(failures ? `${failures} unreachable pairs` : 'all pairs reachable');
+    if (failures) progress.fail(`${failures} unreachable pairs`);
+    else progress.done('all pairs reachable');
 
     const built = {
       nodeLinks: ip(['-n', nodeNs, '-br', 'link']).trim(),

@@ -130,13 +130,17 @@ export class CniHarness {
     }
   }
 
+  /** One echo answered within 2 s, with a second try for a first packet held up by neighbour discovery. */
   ping(ns: string, dst: string): boolean {
-    try {
-      execFileSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W2', dst], { stdio: 'ignore' });
-      return true;
-    } catch {
-      return false;
+    for (let i = 0; i < 2; i++) {
+      try {
+        execFileSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W2', dst], { stdio: 'ignore' });
+        return true;
+      } catch {
+        /* retry */
+      }
     }
+    return false;
   }
 
   nodeLinks(): { ifname: string; ifalias?: string }[] {
