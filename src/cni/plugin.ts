@@ -6,14 +6,17 @@ import { ipamClient } from './ipam-client.js';
 import { masqAdd, masqRemoveOwners, listMasqPods, type MasqEntry } from './masq.js';
 import { bridgeMode } from './modes/bridge.js';
 import { hostVethName, ipOnly, isV6, parseOwnerAlias } from './modes/common.js';
-import { macvlanMode, ipvlanMode } from './modes/macvlan.js';
+import { macvlanMode, ipvlanMode, gcHostRoutes } from './modes/macvlan.js';
 import { routedMode } from './modes/routed.js';
 import type { Attachment, Mode, ModeDeps } from './modes/mode.js';
 import type { CniContext, CniPlugin } from './skel.js';
 import type { Attachment as GcAttachment, CniResult } from './types.js';
 import { UndoStack } from './undo.js';
 import { defaultKernel, defaultNft } from '../kernel/index.js';
-import { formatCidr, masked, parseCidr } from '../util/ip.js';
+import { formatCidr, masked, parseCidr, parseIP } from '../util/ip.js';
+import { loadIpamConfig } from '../ipam/config.js';
+import { listReservations } from '../ipam/store.js';
+import { findRange } from '../ipam/allocator.js';
 
 const MODES: Record<ModeName, Mode> = { bridge: bridgeMode, routed: routedMode, macvlan: macvlanMode, ipvlan: ipvlanMode };
 
@@ -167,6 +170,19 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
           ctx.log.info('GC removed stale links', { count: stale.length });
         } catch (e) {
           errors.push(`links: ${(e as Error).message}`);
+        }
+      }
+      if ((cfg.mode === 'macvlan' || cfg.mode === 'ipvlan') && cfg.hostReachable && cfg.ipamType === 'podnet-ipam') {
+        try {
+          // after IPAM's GC, what is still reserved is exactly what may keep a host route
+          const ipamCfg = loadIpamConfig(ctx.conf, ctx.env.args);
+          const held = new Set(listReservations(ipamCfg.storeDir).map((r) => r.ip));
+          const mine = (ip: string) => ipamCfg.rangeSets.some((set) => findRange(set, parseIP(ip)) >= 0);
+          const master = await (MODES[cfg.mode] as typeof macvlanMode).master(attachment(ctx, cfg), deps);
+          const n = await gcHostRoutes(deps, master, mine, held);
+          ctx.log.info('GC removed stale host routes', { count: n });
+        } catch (e) {
+          errors.push(`host routes: ${(e as Error).message}`);
         }
       }
       if (cfg.ipMasq) {

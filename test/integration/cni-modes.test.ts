@@ -4,72 +4,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { CniHarness } from '../helpers/cni.js';
-
-type Conf = Record<string, unknown>;
-
-interface ModeCase {
-  mode: string;
-  conf: (dataDir: string) => Conf;
-  /** addresses the pods must reach besides each other */
-  gateways: string[];
-  setupNode?: (h: CniHarness) => void;
-  nodeReachesPods: boolean;
-  hostLinkPrefix?: string;
-}
-
-function setupUnderlay(h: CniHarness): void {
-  const fabric = h.fixture.add('fab');
-  h.exec(h.nodeNs, ['ip', 'link', 'add', 'name', 'eth0', 'type', 'veth', 'peer', 'name', 'uplink', 'netns', `/run/netns/${fabric}`]);
-  h.exec(h.nodeNs, ['ip', 'addr', 'add', '192.168.77.2/24', 'dev', 'eth0']);
-  h.exec(h.nodeNs, ['ip', 'addr', 'add', 'fd77:77::2/64', 'dev', 'eth0', 'nodad']);
-  h.exec(h.nodeNs, ['ip', 'link', 'set', 'eth0', 'up']);
-  h.exec(h.nodeNs, ['ip', 'route', 'add', 'default', 'via', '192.168.77.1']);
-  h.exec(fabric, ['ip', 'addr', 'add', '192.168.77.1/24', 'dev', 'uplink']);
-  h.exec(fabric, ['ip', 'addr', 'add', 'fd77:77::1/64', 'dev', 'uplink', 'nodad']);
-  h.exec(fabric, ['ip', 'link', 'set', 'uplink', 'up']);
-}
-
-const CASES: ModeCase[] = [
-  {
-    mode: 'bridge',
-    conf: (dataDir) => ({
-      cniVersion: '1.0.0', name: 'tbridge', type: 'podnet', bridge: 'pnbr0', isGateway: true, isDefaultGateway: true, ipMasq: true, hairpinMode: true,
-      ipam: { type: 'podnet-ipam', ranges: [[{ subnet: '10.77.1.0/24' }], [{ subnet: 'fd77:1::/64' }]], dataDir },
-    }),
-    gateways: ['10.77.1.1', 'fd77:1::1'],
-    nodeReachesPods: true,
-    hostLinkPrefix: 'veth',
-  },
-  {
-    mode: 'routed',
-    conf: (dataDir) => ({
-      cniVersion: '1.1.0', name: 'trouted', type: 'podnet', mode: 'routed', ipMasq: true,
-      ipam: { type: 'podnet-ipam', ranges: [[{ subnet: '10.77.2.0/24' }], [{ subnet: 'fd77:2::/64' }]], dataDir },
-    }),
-    gateways: ['10.77.2.1', 'fd77:2::1'],
-    nodeReachesPods: true,
-    hostLinkPrefix: 'veth',
-  },
-  {
-    mode: 'macvlan',
-    conf: (dataDir) => ({
-      cniVersion: '0.4.0', name: 'tunder', type: 'podnet', mode: 'macvlan', hostReachable: true,
-      ipam: {
-        type: 'podnet-ipam', dataDir,
-        ranges: [
-          [{ subnet: '192.168.77.0/24', rangeStart: '192.168.77.100', rangeEnd: '192.168.77.200', gateway: '192.168.77.1' }],
-          [{ subnet: 'fd77:77::/64', rangeStart: 'fd77:77::100', rangeEnd: 'fd77:77::1ff', gateway: 'fd77:77::1' }],
-        ],
-      },
-    }),
-    gateways: ['192.168.77.1', 'fd77:77::1'],
-    setupNode: setupUnderlay,
-    nodeReachesPods: true,
-  },
-];
+import { MODE_CASES, type Conf } from '../helpers/modes.js';
 
 for (const agent of [false, true]) {
-  for (const c of CASES) {
+  for (const c of MODE_CASES) {
     describe(`${c.mode} mode (${agent ? 'agent' : 'standalone'})`, () => {
       let h: CniHarness;
       let conf: Conf;
@@ -77,7 +15,7 @@ for (const agent of [false, true]) {
       before(async () => {
         h = new CniHarness();
         dataDir = join(h.tmp, 'ipam');
-        conf = c.conf(dataDir);
+        conf = c.conf(`t${c.mode}`, { type: 'podnet-ipam', ranges: c.ranges, dataDir });
         c.setupNode?.(h);
         if (agent) await h.startAgent();
       });
@@ -102,7 +40,7 @@ for (const agent of [false, true]) {
         }
         for (const dst of [...ips[1], ...c.gateways]) assert.ok(h.ping(pods[0], dst), `${pods[0]} cannot reach ${dst}`);
         for (const dst of ips[0]) assert.ok(h.ping(pods[1], dst), `${pods[1]} cannot reach ${dst}`);
-        if (c.nodeReachesPods) assert.ok(h.ping(h.nodeNs, ips[0][0]), 'node cannot reach its pod');
+        assert.ok(h.ping(h.nodeNs, ips[0][0]), 'node cannot reach its pod');
 
         for (const [i, p] of pods.entries()) {
           const d = await h.invoke({ command: 'DEL', containerId: `c${i}`, netns: h.podPath(p), ifname: 'eth0', conf });

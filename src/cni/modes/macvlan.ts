@@ -9,6 +9,7 @@ import type { KernelOp, Route } from '../../kernel/types.js';
 import type { CniResult } from '../types.js';
 import type { UndoStack } from '../undo.js';
 import { checkPodSide } from './check.js';
+import { canonicalIP } from '../../util/ip.js';
 import { hostCidr, ipOnly, isV6, planPodSide, podRoutes, randomMac } from './common.js';
 import type { Attachment, Mode, ModeAddInput, ModeDeps } from './mode.js';
 
@@ -119,6 +120,20 @@ function makeMode(kind: 'macvlan' | 'ipvlan'): Mode & { master: (a: Attachment, 
       await checkPodSide(a, deps, prev);
     },
   };
+}
+
+/**
+ * GC: host routes on the leg to addresses of this network that no attachment holds any more
+ * (their pods were killed without DEL). `mine` says whether an address is in this network's
+ * ranges — other networks may share the leg — and `held` lists what is still reserved.
+ */
+export async function gcHostRoutes(deps: ModeDeps, master: string, mine: (ip: string) => boolean, held: Set<string>): Promise<number> {
+  const leg = hostLegName(master);
+  if (!(await deps.kernel.link(deps.host, leg))) return 0;
+  const routes = await deps.kernel.routes(deps.host, { dev: leg });
+  const stale = routes.map((r) => canonicalIP(ipOnly(r.dst)) ?? ipOnly(r.dst)).filter((ip) => mine(ip) && !held.has(ip));
+  if (stale.length) await removeHostRoutes(deps, master, stale);
+  return stale.length;
 }
 
 async function removeHostRoutes(deps: ModeDeps, master: string, ips: string[]): Promise<void> {
