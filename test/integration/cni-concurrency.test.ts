@@ -53,7 +53,7 @@ for (const agent of [false, true]) {
       await Promise.all(inflight.map((c) => c.done));
       if (agent) await h.startAgent();
       // the runtime's GC: nothing is valid any more
-      const gc = await h.invoke({ command: 'GC', conf: { ...conf, 'cni.dev/valid-attachments': [] } });
+      const gc = await h.invoke({ command: 'GC', conf: { ...conf, cniVersion: '1.1.0', 'cni.dev/valid-attachments': [] } });
       assert.equal(gc.code, 0, gc.stdout);
       assert.deepEqual(h.reservations(dataDir, 'tconc'), []);
       assert.deepEqual(h.nodeLinks().filter((l) => l.ifname.startsWith('veth')), []);
@@ -64,7 +64,7 @@ for (const agent of [false, true]) {
       const res = [];
       for (const [i, p] of again.entries()) res.push(await h.invoke({ command: 'ADD', containerId: `re${i}`, netns: h.podPath(p), ifname: 'eth0', conf }));
       for (const r of res) assert.equal(r.code, 0, r.stdout);
-      const gc2 = await h.invoke({ command: 'GC', conf: { ...conf, 'cni.dev/valid-attachments': [] } });
+      const gc2 = await h.invoke({ command: 'GC', conf: { ...conf, cniVersion: '1.1.0', 'cni.dev/valid-attachments': [] } });
       assert.equal(gc2.code, 0, gc2.stdout);
       assert.deepEqual(h.reservations(dataDir, 'tconc'), []);
     });
