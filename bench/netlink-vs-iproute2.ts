@@ -12,7 +12,7 @@ import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { dirname, resolve } from 'node:path';
-import { RtNetlink } from './netlink/socket.js';
+import { RtNetlink } from '../src/kernel/netlink/socket.js';
 
 // ---------------------------------------------------------------- parameters
 

@@ -2,8 +2,8 @@
 // (captured with `strace -e trace=sendmsg -xx ip ...`, seq set to 0), and the decoders.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as C from '../../bench/netlink/constants.js';
-import * as M from '../../bench/netlink/message.js';
+import * as C from '../../src/kernel/netlink/constants.js';
+import * as M from '../../src/kernel/netlink/message.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\\x/g, ''), 'hex');
 /** nlmsghdr with seq 0 and pid 0 */

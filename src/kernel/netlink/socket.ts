@@ -1,13 +1,27 @@
 // A minimal synchronous rtnetlink socket over libc through koffi, and a way to open one inside
 // another network namespace (setns in, socket(), setns back, all without yielding to the event loop).
 import { closeSync, openSync } from 'node:fs';
-import koffi from 'koffi';
+import { createRequire } from 'node:module';
+import type Koffi from 'koffi';
 import * as C from './constants.js';
 import { type Ack, type LinkInfo, type NlMsg, errnoName, parseAck, parseLink, parseMessages } from './message.js';
 import * as M from './message.js';
 
+// koffi is loaded on first use, through require: a missing or broken native addon must not break
+// importing the kernel module (the iproute2 adapter is the fallback), and the CNI bundle keeps koffi external.
+let koffiMod: typeof Koffi | undefined;
+export function loadKoffi(): typeof Koffi {
+  if (!koffiMod) {
+    const req = createRequire(import.meta.url);
+    const m = req('koffi') as typeof Koffi & { default?: typeof Koffi };
+    koffiMod = m.default ?? m;
+  }
+  return koffiMod;
+}
+
 type Fn = (...args: unknown[]) => number;
 interface Libc {
+  strerror: (errnum: number) => string;
   socket: Fn;
   bind: Fn;
   sendto: Fn;
@@ -21,8 +35,9 @@ let libc: Libc | undefined;
 /** Loads libc and declares the few functions used (the cost a short-lived process pays once). */
 export function loadLibc(): Libc {
   if (libc) return libc;
-  const lib = koffi.load('libc.so.6');
+  const lib = loadKoffi().load('libc.so.6');
   libc = {
+    strerror: lib.func('const char *strerror(int errnum)') as (errnum: number) => string,
     socket: lib.func('int socket(int domain, int type, int protocol)') as Fn,
     bind: lib.func('int bind(int fd, const void *addr, uint32_t addrlen)') as Fn,
     sendto: lib.func('long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)') as Fn,
@@ -45,8 +60,19 @@ export class NetlinkError extends Error {
 }
 
 function sysErr(op: string): NetlinkError {
-  return new NetlinkError(op, koffi.errno());
+  return new NetlinkError(op, loadKoffi().errno());
 }
+
+/** The C library's text for an errno ("File exists"), as iproute2 prints it. */
+export function strerror(errno: number): string {
+  try {
+    return loadLibc().strerror(errno);
+  } catch {
+    return errnoName(errno);
+  }
+}
+
+const EINTR = 4;
 
 function sockaddrNl(): Buffer {
   const b = Buffer.alloc(12); // sa_family u16, pad u16, nl_pid u32 (0: kernel / autobind), nl_groups u32
@@ -68,8 +94,11 @@ export interface Req {
 }
 
 export class RtNetlink {
+  /** SO_RCVTIMEO of new sockets: a kernel that never answers fails the request instead of hanging the process */
+  static recvTimeoutSec = 5;
   private seq = Math.floor(Math.random() * 0x7fffffff);
-  private readonly rbuf = Buffer.alloc(65536);
+  // dumps come in datagrams of up to 32 KiB (netlink_dump's allocation); room to spare
+  private readonly rbuf = Buffer.alloc(128 * 1024);
   private closed = false;
 
   private constructor(readonly fd: number) {}
@@ -86,7 +115,7 @@ export class RtNetlink {
       c.setsockopt(fd, C.SOL_NETLINK, C.NETLINK_EXT_ACK, intOpt(1), 4);
       c.setsockopt(fd, C.SOL_NETLINK, C.NETLINK_CAP_ACK, intOpt(1), 4);
       const tv = Buffer.alloc(16); // struct timeval { long tv_sec; long tv_usec; }: never block forever
-      tv.writeBigInt64LE(5n, 0);
+      tv.writeBigInt64LE(BigInt(RtNetlink.recvTimeoutSec), 0);
       if (c.setsockopt(fd, C.SOL_SOCKET, C.SO_RCVTIMEO, tv, 16) !== 0) throw sysErr('setsockopt(SO_RCVTIMEO)');
     } catch (e) {
       c.close(fd);
@@ -97,23 +126,12 @@ export class RtNetlink {
 
   /** Opens a NETLINK_ROUTE socket bound to the network namespace at netnsPath (e.g. /run/netns/X). */
   static openInNetns(netnsPath: string): RtNetlink {
-    const c = loadLibc();
-    const orig = originalNetnsFd();
-    const target = openSync(netnsPath, 'r');
-    try {
-      if (c.setns(target, C.CLONE_NEWNET) !== 0) throw sysErr(`setns(${netnsPath})`);
-      try {
-        return RtNetlink.open();
-      } finally {
-        if (c.setns(orig, C.CLONE_NEWNET) !== 0) {
-          // the JS thread would be left in the wrong netns: nothing after this can be trusted
-          process.stderr.write(`FATAL: setns back to the original netns failed: ${errnoName(koffi.errno())}\n`);
-          process.exit(70);
-        }
-      }
-    } finally {
-      closeSync(target);
-    }
+    return inNetns(netnsPath, () => RtNetlink.open());
+  }
+
+  /** Same, from an open netns fd (the caller keeps ownership of the fd). */
+  static openInNetnsFd(fd: number, what = `fd ${fd}`): RtNetlink {
+    return inNetnsFd(fd, what, () => RtNetlink.open());
   }
 
   close(): void {
@@ -141,7 +159,11 @@ export class RtNetlink {
     let pending = reqs.length;
     while (pending > 0) {
       const n = c.recv(this.fd, this.rbuf, this.rbuf.length, 0);
-      if (n < 0) throw sysErr('recv');
+      if (n < 0) {
+        // a signal handler ran (the process may have many); the answer is still on its way
+        if (loadKoffi().errno() === EINTR) continue;
+        throw sysErr('recv');
+      }
       for (const m of parseMessages(this.rbuf.subarray(0, n))) {
         const i = (m.seq - first) >>> 0;
         if (i >= reqs.length || done[i]) continue; // not ours (stale) or already answered
@@ -199,6 +221,34 @@ export class RtNetlink {
 
   addDefaultRoute4(gateway: string, oif?: number): void {
     this.one(`add default via ${gateway}`, (s) => M.newRoute4(s, { gateway, oif }));
+  }
+}
+
+/**
+ * Runs fn with the calling (JS) thread inside the netns at netnsPath, and always comes back. fn must
+ * be synchronous: nothing else may run on this thread while it is in the other netns.
+ */
+export function inNetns<T>(netnsPath: string, fn: () => T): T {
+  const target = openSync(netnsPath, 'r');
+  try {
+    return inNetnsFd(target, netnsPath, fn);
+  } finally {
+    closeSync(target);
+  }
+}
+
+export function inNetnsFd<T>(target: number, what: string, fn: () => T): T {
+  const c = loadLibc();
+  const orig = originalNetnsFd();
+  if (c.setns(target, C.CLONE_NEWNET) !== 0) throw sysErr(`setns(${what})`);
+  try {
+    return fn();
+  } finally {
+    if (c.setns(orig, C.CLONE_NEWNET) !== 0) {
+      // the JS thread would be left in the wrong netns: nothing after this can be trusted
+      process.stderr.write(`FATAL: setns back to the original netns failed: ${errnoName(loadKoffi().errno())}\n`);
+      process.exit(70);
+    }
   }
 }
 
