@@ -28,6 +28,15 @@ export interface NetworkOptions {
 
 export const REFERENCE_CNI_DIR = '/usr/lib/cni';
 
+/**
+ * host-local and podnet-ipam keep one file per reserved IP in <dataDir>/<network name>/,
+ * next to `lock` and `last_reserved_ip.<range>`.
+ */
+async function reservationFiles(netDir: string): Promise<string[]> {
+  if (!existsSync(netDir)) return [];
+  return (await readdir(netDir)).filter((f) => /^[0-9.]+$|:/.test(f)).map((f) => join(netDir, f));
+}
+
 /** True when Debian's reference plugins (bridge, host-local, loopback) are installed. */
 export function referencePluginsAvailable(): boolean {
   return ['bridge', 'host-local', 'loopback'].every((p) => existsSync(join(REFERENCE_CNI_DIR, p)));
@@ -65,13 +74,7 @@ export async function referenceNetwork(tmpDir: string, opts: NetworkOptions = {}
     label: 'reference',
     binDir,
     conflist,
-    async leakedAllocations() {
-      // host-local keeps one file per reserved IP in <dataDir>/<network name>/,
-      // next to `lock` and `last_reserved_ip.<range>`.
-      const netDir = join(dataDir, name);
-      if (!existsSync(netDir)) return [];
-      return (await readdir(netDir)).filter((f) => /^[0-9.]+$|:/.test(f)).map((f) => join(netDir, f));
-    },
+    leakedAllocations: () => reservationFiles(join(dataDir, name)),
   };
 }
 
@@ -116,11 +119,7 @@ export async function podnetNetwork(tmpDir: string, opts: NetworkOptions = {}): 
     label: 'podnet',
     binDir,
     conflist,
-    async leakedAllocations() {
-      const netDir = join(dataDir, name);
-      if (!existsSync(netDir)) return [];
-      return (await readdir(netDir)).filter((f) => /^[0-9.]+$|:/.test(f)).map((f) => join(netDir, f));
-    },
+    leakedAllocations: () => reservationFiles(join(dataDir, name)),
   };
 }
 

@@ -8,7 +8,7 @@ import { contains, formatCidr, masked, parseCidr } from '../../util/ip.js';
 import type { CniInterface, CniIpConfig, CniResult } from '../types.js';
 import type { UndoStack } from '../undo.js';
 import { checkPodSide } from './check.js';
-import { hostVethName, isV6, ownerAlias, planPodSide, podRoutes, randomMac } from './common.js';
+import { createHostVeth, deleteHostVeth, hostVethName, isV6, ownerAlias, planPodSide, podRoutes, randomMac } from './common.js';
 import type { Attachment, Mode, ModeAddInput, ModeDeps } from './mode.js';
 
 /** Gateway addresses the bridge must carry (gw/prefix of each IP's subnet). Pure. */
@@ -124,15 +124,7 @@ export const bridgeMode: Mode = {
       hairpin: cfg.hairpinMode,
       alias: ownerAlias(cfg.name, a.containerId, a.ifname),
     });
-    try {
-      await deps.kernel.apply(deps.host, [...hostOps, ...vethOps]);
-    } catch (e) {
-      if (isExists(e)) {
-        throw new CniError(ErrCode.InterfaceExists, `interface ${a.ifname} already exists in ${(a.pod as { path: string }).path}, or host link ${hostVeth} exists (${(e as Error).message})`);
-      }
-      throw e;
-    }
-    undo.push(`delete ${hostVeth}`, () => deps.kernel.apply(deps.host, [{ op: 'link-del', name: hostVeth, ignoreMissing: true }]));
+    await createHostVeth(deps, [...hostOps, ...vethOps], hostVeth, a, undo);
     const routes = podRoutes(a.ips, a.routes, cfg.isDefaultGateway);
     await deps.kernel.apply(a.pod, planPodSide(a.ifname, a.ips.map((i) => i.address), routes));
     const interfaces: CniInterface[] = [
@@ -149,9 +141,7 @@ export const bridgeMode: Mode = {
     };
   },
 
-  async del(a: Attachment, deps: ModeDeps): Promise<void> {
-    await deps.kernel.apply(deps.host, [{ op: 'link-del', name: hostVethName(a.containerId, a.ifname), ignoreMissing: true }]);
-  },
+  del: (a: Attachment, deps: ModeDeps) => deleteHostVeth(deps, a),
 
   async check(a: Attachment, deps: ModeDeps, prev: CniResult): Promise<void> {
     const hostVeth = hostVethName(a.containerId, a.ifname);

@@ -1,7 +1,11 @@
 // Pieces every mode shares: deterministic names, MACs, the pod-side plan, result assembly.
 import { createHash, randomBytes } from 'node:crypto';
 import type { KernelOp, RouteSpec } from '../../kernel/types.js';
+import { isExists } from '../../kernel/exec.js';
+import { CniError, ErrCode } from '../errors.js';
 import type { CniIpConfig, CniRoute } from '../types.js';
+import type { UndoStack } from '../undo.js';
+import type { Attachment, ModeDeps } from './mode.js';
 
 /** Host-side veth name, deterministic per attachment so DEL and GC find it without state. */
 export function hostVethName(containerId: string, ifname: string): string {
@@ -84,4 +88,25 @@ export function planPodSide(ifname: string, addrs: string[], routes: CniRoute[],
   ops.push({ op: 'link-set', name: ifname, up: true });
   for (const r of routes) ops.push({ op: 'route-add', route: routeSpec(r, ifname) });
   return ops;
+}
+
+/**
+ * Applies the host-side plan that creates an attachment's veth pair and registers its undo.
+ * "exists" here means the pod already has the interface (or a stale host end is in the way).
+ */
+export async function createHostVeth(deps: ModeDeps, ops: KernelOp[], hostVeth: string, a: Attachment, undo: UndoStack): Promise<void> {
+  try {
+    await deps.kernel.apply(deps.host, ops);
+  } catch (e) {
+    if (isExists(e)) {
+      throw new CniError(ErrCode.InterfaceExists, `interface ${a.ifname} already exists in ${(a.pod as { path: string }).path}, or host link ${hostVeth} exists (${(e as Error).message})`);
+    }
+    throw e;
+  }
+  undo.push(`delete ${hostVeth}`, () => deleteHostVeth(deps, a));
+}
+
+/** Deleting the host end removes the pod end (and the host routes through it) too. */
+export function deleteHostVeth(deps: ModeDeps, a: Attachment): Promise<void> {
+  return deps.kernel.apply(deps.host, [{ op: 'link-del', name: hostVethName(a.containerId, a.ifname), ignoreMissing: true }]);
 }

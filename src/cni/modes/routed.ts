@@ -2,12 +2,11 @@
 // end carries the gateway address and a host route to the pod, so traffic between pods on one
 // node is routed by the host, never switched. (The shape of the reference ptp plugin.)
 import { CniError, ErrCode } from '../errors.js';
-import { isExists } from '../../kernel/exec.js';
 import type { KernelOp } from '../../kernel/types.js';
 import type { CniIpConfig, CniResult, CniRoute } from '../types.js';
 import type { UndoStack } from '../undo.js';
 import { checkPodSide, routePresent } from './check.js';
-import { defaultDst, hostCidr, hostVethName, ipOnly, isV6, ownerAlias, planPodSide, randomMac } from './common.js';
+import { createHostVeth, defaultDst, deleteHostVeth, hostCidr, hostVethName, ipOnly, isV6, ownerAlias, planPodSide, randomMac } from './common.js';
 import type { Attachment, Mode, ModeAddInput, ModeDeps } from './mode.js';
 
 export interface RoutedPlan {
@@ -79,13 +78,7 @@ export const routedMode: Mode = {
       ips: a.ips,
       routes: a.routes,
     });
-    try {
-      await deps.kernel.apply(deps.host, plan.host);
-    } catch (e) {
-      if (isExists(e)) throw new CniError(ErrCode.InterfaceExists, `interface ${a.ifname} already exists in ${podNsPath}, or host link ${hostVeth} exists (${(e as Error).message})`);
-      throw e;
-    }
-    undo.push(`delete ${hostVeth}`, () => deps.kernel.apply(deps.host, [{ op: 'link-del', name: hostVeth, ignoreMissing: true }]));
+    await createHostVeth(deps, plan.host, hostVeth, a, undo);
     await deps.kernel.apply(a.pod, plan.pod);
     const interfaces = [
       { name: hostVeth, mac: hostMac, ...(a.cfg.mtu ? { mtu: a.cfg.mtu } : {}) },
@@ -94,10 +87,7 @@ export const routedMode: Mode = {
     return { cniVersion: a.cfg.cniVersion, interfaces, ips: plan.podIps.map((i) => ({ ...i, interface: 1 })), routes: plan.podRoutes };
   },
 
-  async del(a: Attachment, deps: ModeDeps): Promise<void> {
-    // the host routes go with the device
-    await deps.kernel.apply(deps.host, [{ op: 'link-del', name: hostVethName(a.containerId, a.ifname), ignoreMissing: true }]);
-  },
+  del: (a: Attachment, deps: ModeDeps) => deleteHostVeth(deps, a),
 
   async check(a: Attachment, deps: ModeDeps, prev: CniResult): Promise<void> {
     const hostVeth = hostVethName(a.containerId, a.ifname);
