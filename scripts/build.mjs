@@ -1,7 +1,8 @@
 // Bundles the CLI and the CNI entry into single ES module files: one file starts
 // fast (no module resolution at run time) and is what `podnet cni install` copies.
 import { build } from 'esbuild';
-import { chmodSync } from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 
 const common = {
   bundle: true,
@@ -21,3 +22,12 @@ await build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/podnet
 await build({ ...common, entryPoints: ['src/cni/entry.ts'], outfile: 'dist/podnet-cni.mjs' });
 chmodSync('dist/podnet.mjs', 0o755);
 chmodSync('dist/podnet-cni.mjs', 0o755);
+
+// The CNI client the runtime execs (see the file's header for why it is C). Without a C
+// compiler the installer falls back to the POSIX shell client.
+const cc = process.env.CC || 'cc';
+const r = spawnSync(cc, ['-O2', '-Wall', '-Wextra', '-static', '-o', 'dist/podnet-cni-client', 'src/client/podnet-cni-client.c'], { stdio: 'inherit' });
+if (r.error || r.status !== 0) {
+  rmSync('dist/podnet-cni-client', { force: true });
+  console.warn(`warning: could not compile the CNI client with ${cc} (${r.error?.message ?? `exit ${r.status}`}); \`podnet cni install\` will use the shell client`);
+}

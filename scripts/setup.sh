@@ -3,7 +3,7 @@
 # tests use, the npm packages, and the build. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS=(iproute2 nftables iptables conntrack socat procps util-linux iputils-ping
+PKGS=(gcc libc6-dev iproute2 nftables iptables conntrack socat procps util-linux iputils-ping
       containernetworking-plugins containerd runc podman busybox-static)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

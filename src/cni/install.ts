@@ -1,7 +1,7 @@
 // `podnet cni install`: what a CNI install container does — put the executables the runtime
 // execs into its bin dir and (optionally) a conflist into its conf dir, each written under a
 // temp name and renamed into place so a runtime never sees half a file.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -106,12 +106,35 @@ export function defaultConflist(o: InstallOptions): Record<string, unknown> {
   return { cniVersion: '1.0.0', cniVersions: ['0.3.1', '0.4.0', '1.0.0', '1.1.0'], name: o.network ?? 'podnet', plugins: [plugin] };
 }
 
-export function installCni(o: InstallOptions, versions: string[]): string[] {
+/** The compiled client, when the build could compile it. */
+export function compiledClientPath(): string | undefined {
+  const p = join(packageRoot(), 'dist', 'podnet-cni-client');
+  return existsSync(p) ? p : undefined;
+}
+
+function copyAtomic(src: string, dst: string, mode: number): void {
+  mkdirSync(dirname(dst), { recursive: true });
+  const tmp = `${dst}.tmp.${process.pid}`;
+  copyFileSync(src, tmp);
+  chmodSync(tmp, mode);
+  renameSync(tmp, dst);
+}
+
+export function renderClientConf(o: { socket: string; node: string; bundle: string }): string {
+  for (const v of Object.values(o)) if (/[\n\r]/.test(v)) throw new Error(`path with a line break: ${JSON.stringify(v)}`);
+  return `socket=${o.socket}\nnode=${o.node}\nbundle=${o.bundle}\n`;
+}
+
+export function installCni(o: InstallOptions, versions: string[], opts: { shellClient?: boolean } = {}): string[] {
   const bundle = cniBundlePath();
+  const socket = o.socket ?? DEFAULT_SOCKET_PATH;
   const written: string[] = [];
+  const compiled = opts.shellClient ? undefined : compiledClientPath();
+  if (compiled) writeAtomic(resolve(o.binDir, '.podnet-client.conf'), renderClientConf({ socket, node: process.execPath, bundle }), 0o644);
   for (const plugin of ['podnet', 'podnet-ipam'] as const) {
     const p = resolve(o.binDir, plugin);
-    writeAtomic(p, renderThinClient({ plugin, node: process.execPath, bundle, socket: o.socket ?? DEFAULT_SOCKET_PATH, versions }), 0o755);
+    if (compiled) copyAtomic(compiled, p, 0o755);
+    else writeAtomic(p, renderThinClient({ plugin, node: process.execPath, bundle, socket, versions }), 0o755);
     written.push(p);
   }
   if (o.confDir) {
