@@ -44,10 +44,10 @@ export class CniHarness {
   readonly nodeNs: string;
   agent?: ChildProcess;
 
-  constructor() {
+  constructor(opts: { shellClient?: boolean } = {}) {
     ensureBuilt();
     this.nodeNs = this.fixture.add('node');
-    installCni({ binDir: this.binDir, socket: this.sock }, [...SUPPORTED_VERSIONS]);
+    installCni({ binDir: this.binDir, socket: this.sock }, [...SUPPORTED_VERSIONS], opts);
     // the reference plugins, for interop and delegation
     for (const p of ['host-local', 'bridge', 'loopback']) {
       if (existsSync(`/usr/lib/cni/${p}`)) copyFileSync(`/usr/lib/cni/${p}`, join(this.binDir, p));

@@ -19,11 +19,12 @@ function raw(sock: string, payload: Buffer): Promise<Buffer> {
   });
 }
 
-describe('agent', () => {
+for (const client of ['compiled', 'shell'] as const) {
+describe(`agent, with the ${client} client`, () => {
   let h: CniHarness;
   let conf: Record<string, unknown>;
   before(async () => {
-    h = new CniHarness();
+    h = new CniHarness({ shellClient: client === 'shell' });
     conf = { cniVersion: '1.0.0', name: 'tagent', type: 'podnet', mode: 'routed', ipam: { type: 'podnet-ipam', ranges: [[{ subnet: '10.81.0.0/24' }]], dataDir: join(h.tmp, 'ipam') } };
     await h.startAgent();
   });
@@ -69,3 +70,4 @@ describe('agent', () => {
     await h.startAgent();
   });
 });
+}
