@@ -7,7 +7,8 @@ export async function runAgent(o: { socket: string; logLevel: string }): Promise
   const log = createLogger({ subsys: 'agent', level: o.logLevel as Level });
   process.on('uncaughtException', (e) => log.error('uncaught exception (request isolated, agent keeps serving)', { error: e.stack }));
   process.on('unhandledRejection', (e) => log.error('unhandled rejection', { error: String(e) }));
-  const srv = await startCniServer({ socket: o.socket, log, cniLog: process.env.PODNET_CNI_LOG ? cniLogger() : log.child({ subsys: 'cni' }) });
+  // one JSON line per CNI call in the same file the standalone plugin writes
+  const srv = await startCniServer({ socket: o.socket, log, cniLog: cniLogger() });
   log.info('podnet agent ready', { pid: process.pid, socket: o.socket });
   const stop = async (sig: string) => {
     log.info('stopping', { signal: sig, served: srv.stats.requests });

@@ -131,7 +131,7 @@ export async function runDemo(o: { keep?: boolean; cleanup?: boolean; standalone
     if (!o.standalone) {
       progress.step('starting the podnet agent in the node namespace');
       const bundle = join(packageRoot(), 'dist', 'podnet.mjs');
-      agent = spawn('ip', ['netns', 'exec', nodeNs, process.execPath, bundle, 'agent', '--socket', sock, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
+      agent = spawn('ip', ['netns', 'exec', nodeNs, process.execPath, bundle, 'agent', '--socket', sock, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, PODNET_CNI_LOG: join(tmp, 'cni.log') } });
       state.agentPid = agent.pid;
       for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
       if (!existsSync(sock)) throw new Error('the agent did not open its socket within 5 s');
