@@ -48,7 +48,10 @@ function ip(args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
+let cleaned = false;
 function cleanup(): void {
+  if (cleaned) return;
+  cleaned = true;
   if (agentPid) {
     try {
       process.kill(agentPid, 'SIGKILL');
@@ -65,6 +68,8 @@ function cleanup(): void {
   }
   rmSync(tmp, { recursive: true, force: true });
 }
+// also when something throws past main(): everything here is synchronous
+process.on('exit', cleanup);
 process.on('SIGINT', () => {
   cleanup();
   process.exit(130);
