@@ -1,6 +1,8 @@
 // The `podnet` CNI plugin: IPAM, then the mode's wiring, then shared host state (forwarding,
 // masquerade), all under one undo stack so a failed ADD leaves nothing behind.
+import { readFileSync } from 'node:fs';
 import { CniError, ErrCode } from './errors.js';
+import { parseEnvFile } from '../ipam/subnetfile.js';
 import { parsePodnetConfig, type Mode as ModeName, type PodnetConfig } from './config.js';
 import { ipamClient } from './ipam-client.js';
 import { masqAdd, masqRemoveOwners, listMasqPods, type MasqEntry } from './masq.js';
@@ -65,6 +67,22 @@ async function ensureForwarding(deps: ModeDeps, ips: string[]): Promise<void> {
   if (Object.keys(missing).length) await deps.kernel.sysctlSet(deps.host, missing);
 }
 
+/**
+ * Pods behind an overlay need the overlay's MTU: without an explicit `mtu`, a config whose
+ * addresses come from the agent's subnet file takes PODNET_MTU from it (flannel's habit).
+ * Underlay (macvlan/ipvlan) pods keep the NIC's MTU.
+ */
+function withLeaseMtu(cfg: PodnetConfig): PodnetConfig {
+  const file = cfg.ipam.subnetFile;
+  if (cfg.mtu !== undefined || typeof file !== 'string' || cfg.mode === 'macvlan' || cfg.mode === 'ipvlan') return cfg;
+  try {
+    const mtu = Number(parseEnvFile(readFileSync(file, 'utf8')).PODNET_MTU);
+    return Number.isInteger(mtu) && mtu >= 68 ? { ...cfg, mtu } : cfg;
+  } catch {
+    return cfg; // IPAM reports the missing lease with its own code (11)
+  }
+}
+
 export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
   const deps: ModeDeps = { kernel: over.kernel ?? defaultKernel(), nft: over.nft ?? defaultNft(), host: over.host ?? { kind: 'current' } };
 
@@ -72,7 +90,7 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
     name: 'podnet',
 
     async add(ctx) {
-      const cfg = parsePodnetConfig(ctx.conf);
+      const cfg = withLeaseMtu(parsePodnetConfig(ctx.conf));
       const mode = MODES[cfg.mode];
       const a = attachment(ctx, cfg);
       await mode.preflight(a, deps);
