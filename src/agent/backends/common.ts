@@ -1,0 +1,170 @@
+// Planning code both backends share: peer validation and the route diff. Pure (no I/O): everything
+// the plan depends on comes in as arguments, so plans are unit-testable and printable.
+//
+// Route diff rules (flannel#2554: routes of nodes deleted while the agent was down must go too):
+//   - desired routes are keyed by destination prefix in the main table;
+//   - a podnet route (proto 80) with that key but other attributes is replaced;
+//   - a podnet route whose key is not desired is deleted, whoever it once belonged to;
+//   - a FOREIGN route (any other proto) on a desired key is never replaced: that peer is refused
+//     with an error naming the route, because `ip route replace` would silently take it over.
+import type { KernelOp, Route, RouteSpec } from '../../kernel/types.js';
+import { describeOp } from '../../kernel/render.js';
+import type { NodeLease } from '../lease.js';
+import { canonicalIP, formatCidr, masked, overlaps, tryParseCidr, type Cidr } from '../../util/ip.js';
+import { PODNET_RTPROTO_STR, type PeerError } from './types.js';
+
+export function peerError(p: NodeLease, message: string): PeerError {
+  return { peer: p.subnet, ...(p.nodeName ? { nodeName: p.nodeName } : {}), publicIP: p.publicIP, message };
+}
+
+export function peerName(p: NodeLease): string {
+  return `${p.nodeName ? `${p.nodeName} ` : ''}(subnet ${p.subnet}, public IP ${p.publicIP})`;
+}
+
+/** a canonical CIDR in network form, or undefined */
+export function canonCidr(s: string | undefined): string | undefined {
+  if (!s) return undefined;
+  const c = tryParseCidr(s);
+  return c ? formatCidr(masked(c)) : undefined;
+}
+
+export function isPodnetRoute(r: Route): boolean {
+  return r.protocol === PODNET_RTPROTO_STR && (r.table === undefined || r.table === 254) && (r.type === undefined || r.type === 'unicast');
+}
+
+function routeKey(r: { dst: string }): string {
+  return canonCidr(r.dst) ?? r.dst;
+}
+
+/** A peer's subnets as parsed CIDRs, after the checks common to every backend. */
+export interface ValidPeer {
+  lease: NodeLease;
+  v4: Cidr;
+  v6?: Cidr;
+}
+
+/**
+ * Drops the own lease, and refuses peers whose lease is malformed, whose backend differs, or whose
+ * subnets overlap the own subnets or an earlier peer's (two routes for one block would flap).
+ */
+export function validatePeers(own: NodeLease, peers: NodeLease[], errors: PeerError[]): ValidPeer[] {
+  const ownV4 = tryParseCidr(own.subnet);
+  const ownV6 = own.ipv6Subnet ? tryParseCidr(own.ipv6Subnet) : undefined;
+  const taken: Cidr[] = [ownV4, ownV6].filter((c): c is Cidr => c !== undefined);
+  const out: ValidPeer[] = [];
+  // sorted so that which of two overlapping peers wins does not depend on the store's order
+  const sorted = [...peers].sort((a, b) => (a.subnet < b.subnet ? -1 : a.subnet > b.subnet ? 1 : 0));
+  for (const p of sorted) {
+    if (canonCidr(p.subnet) === canonCidr(own.subnet)) continue;
+    const v4 = tryParseCidr(p.subnet);
+    if (!v4 || v4.family !== 4) {
+      errors.push(peerError(p, `peer ${peerName(p)}: subnet is not an IPv4 CIDR`));
+      continue;
+    }
+    if (!canonicalIP(p.publicIP)) {
+      errors.push(peerError(p, `peer ${peerName(p)}: public IP is not an IP address`));
+      continue;
+    }
+    if (p.backendType !== own.backendType) {
+      errors.push(peerError(p, `peer ${peerName(p)} uses backend ${p.backendType}, this node ${own.backendType}: skipped`));
+      continue;
+    }
+    let v6: Cidr | undefined;
+    if (p.ipv6Subnet) {
+      v6 = tryParseCidr(p.ipv6Subnet);
+      if (!v6 || v6.family !== 6) {
+        errors.push(peerError(p, `peer ${peerName(p)}: ipv6Subnet ${p.ipv6Subnet} is not an IPv6 CIDR`));
+        continue;
+      }
+    }
+    const clash = [v4, v6].filter((c): c is Cidr => c !== undefined).flatMap((c) => taken.filter((t) => overlaps(t, c)).map((t) => [c, t] as const))[0];
+    if (clash) {
+      errors.push(peerError(p, `peer ${peerName(p)}: ${formatCidr(clash[0])} overlaps ${formatCidr(clash[1])} (own or another peer's subnet): skipped`));
+      continue;
+    }
+    taken.push(v4);
+    if (v6) taken.push(v6);
+    out.push({ lease: p, v4, ...(v6 ? { v6 } : {}) });
+  }
+  return out;
+}
+
+export interface DesiredRoute {
+  spec: RouteSpec;
+  peer: NodeLease;
+}
+
+function sameRoute(a: Route, want: RouteSpec): boolean {
+  return (
+    canonicalIP(a.gateway ?? '') === canonicalIP(want.gateway ?? '') &&
+    (a.dev ?? '') === (want.dev ?? '') &&
+    !!a.onlink === !!want.onlink &&
+    // an MTU we do not set must not be there either (a stale hand-made change is corrected)
+    (a.mtu ?? 0) === (want.mtu ?? 0)
+  );
+}
+
+/** The spec that deletes exactly this route (proto and metric pinned so only that one goes). */
+export function routeDelSpec(r: Route): RouteSpec {
+  const spec: RouteSpec = { dst: r.dst, family: r.family, proto: PODNET_RTPROTO_STR };
+  if (r.gateway) spec.gateway = r.gateway;
+  if (r.dev) spec.dev = r.dev;
+  if (r.metric !== undefined) spec.metric = r.metric;
+  return spec;
+}
+
+/**
+ * Route ops: deletions (stale podnet routes) and additions/replacements. Peers whose desired route
+ * collides with a foreign route are reported and none of their routes are planned.
+ */
+export function diffRoutes(desired: DesiredRoute[], actual: Route[], errors: PeerError[]): { dels: KernelOp[]; adds: KernelOp[]; refused: Set<NodeLease> } {
+  const mine = new Map<string, Route[]>();
+  const foreign = new Map<string, Route>();
+  for (const r of actual) {
+    if (r.dst === 'default' || (r.table !== undefined && r.table !== 254)) continue;
+    if (isPodnetRoute(r)) {
+      const k = routeKey(r);
+      mine.set(k, [...(mine.get(k) ?? []), r]);
+    } else {
+      // any other route to the same prefix, whatever its metric: ours would either replace it or
+      // shadow it, and either way podnet would be deciding over a route it does not own
+      foreign.set(routeKey(r), r);
+    }
+  }
+  const refused = new Set<NodeLease>();
+  for (const d of desired) {
+    const f = foreign.get(routeKey(d.spec));
+    if (f && !refused.has(d.peer)) {
+      refused.add(d.peer);
+      errors.push(
+        peerError(
+          d.peer,
+          `peer ${peerName(d.peer)}: a route to ${f.dst} not created by podnet exists (proto ${f.protocol ?? '?'}${f.dev ? `, dev ${f.dev}` : ''}${f.gateway ? `, via ${f.gateway}` : ''}); podnet does not replace it: skipped`,
+        ),
+      );
+    }
+  }
+  const want = new Map<string, RouteSpec>();
+  for (const d of desired) if (!refused.has(d.peer)) want.set(routeKey(d.spec), d.spec);
+  const dels: KernelOp[] = [];
+  const adds: KernelOp[] = [];
+  for (const [k, rs] of mine) {
+    const w = want.get(k);
+    const keep = w ? rs.find((r) => sameRoute(r, w)) : undefined;
+    // the kernel's default metric for a route added without one: `replace` overwrites that route in place
+    const defaultMetric = (r: Route): number => (r.family === 6 ? 1024 : 0);
+    for (const r of rs) {
+      if (r === keep) continue;
+      if (w && !keep && (r.metric ?? defaultMetric(r)) === defaultMetric(r)) continue; // replaced below
+      dels.push({ op: 'route-del', route: routeDelSpec(r), ignoreMissing: true });
+    }
+    if (keep) want.delete(k);
+  }
+  for (const spec of want.values()) adds.push({ op: 'route-add', route: spec, replace: true });
+  return { dels, adds, refused };
+}
+
+/** One line per op, the way the reconciler reports and logs them. */
+export function describePlan(ops: KernelOp[]): string[] {
+  return ops.map((o) => describeOp(o));
+}
