@@ -1,0 +1,260 @@
+// `podnet lab ...`: a multi-node cluster on one machine (see src/lab/lab.ts). Every subcommand
+// takes --name (default: $PODNET_LAB, else the only lab there is, else "lab").
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import { Command, Option } from 'commander';
+
+type Out = { output: string };
+
+function outputOption(): Option {
+  return new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text');
+}
+
+function nameOption(): Option {
+  return new Option('--name <lab>', 'lab name (a-z, 0-9; default: $PODNET_LAB, else the only lab, else "lab")');
+}
+
+/** Runs a subcommand body; errors become one line on stderr and exit code 1, not a stack trace. */
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      process.stderr.write(`podnet lab: ${(e as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  };
+}
+
+function intArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new Error(`not an integer: ${v}`);
+  return n;
+}
+
+export function registerLabCommands(program: Command): void {
+  const lab = program.command('lab').description('a multi-node cluster on this machine: nodes, agents, pods and etcd in network namespaces');
+
+  lab
+    .command('up')
+    .description('create a lab: fabric with an underlay bridge, N nodes each running an agent, etcd members for --store etcd')
+    .option('--nodes <n>', 'number of nodes', intArg, 3)
+    .addOption(new Option('--backend <type>', 'datapath between nodes').choices(['vxlan', 'host-gw']).default('vxlan'))
+    .addOption(new Option('--store <kind>', 'cluster store').choices(['file', 'etcd']).default('file'))
+    .option('--etcd-members <m>', 'etcd cluster size for --store etcd', intArg, 1)
+    .option('--network <cidr>', 'cluster CIDR', '10.244.0.0/16')
+    .option('--timeout <s>', 'seconds to wait for every node\'s subnet lease', intArg, 30)
+    .addOption(new Option('--no-agents', 'build the topology only (no agents; for testing the lab itself)').hideHelp())
+    .addOption(nameOption())
+    .addOption(outputOption())
+    .action(
+      action(async (o: { nodes: number; backend: 'vxlan' | 'host-gw'; store: 'file' | 'etcd'; etcdMembers: number; network: string; timeout: number; agents: boolean; name?: string } & Out) => {
+        const { labUp } = await import('../lab/lab.js');
+        const { labStatus, renderStatus } = await import('../lab/status.js');
+        const { Progress } = await import('../util/progress.js');
+        const { validateLabName } = await import('../lab/state.js');
+        // `up` does not guess an existing lab: the default is "lab"
+        const name = o.name ?? process.env.PODNET_LAB ?? 'lab';
+        validateLabName(name);
+        try {
+          const s = await labUp({
+            name,
+            nodes: o.nodes,
+            backend: o.backend,
+            store: o.store,
+            etcdMembers: o.store === 'etcd' ? o.etcdMembers : undefined,
+            network: o.network,
+            timeoutMs: o.timeout * 1000,
+            noAgents: !o.agents,
+            progress: new Progress(process.stderr),
+            notes: process.stderr,
+          });
+          if (o.output === 'json') console.log(JSON.stringify(labStatus(s), null, 2));
+          else console.log(renderStatus(labStatus(s)));
+        } catch (e) {
+          const { loadState } = await import('../lab/state.js');
+          const s = (() => {
+            try {
+              return loadState(name);
+            } catch {
+              return undefined;
+            }
+          })();
+          // what was built stays for inspection (agent logs); the state says how to remove it
+          const hint = s ? `\nwhat was built is recorded in ${s.dir}/state.json; \`podnet lab down --name ${name}\` removes it` : '';
+          throw new Error(`${(e as Error).message}${hint}`);
+        }
+      }),
+    );
+
+  lab
+    .command('down')
+    .description('remove everything a lab recorded (processes by PID, namespaces, files), also after a crash')
+    .addOption(nameOption())
+    .addOption(outputOption())
+    .action(
+      action(async (o: { name?: string } & Out) => {
+        const { labDown } = await import('../lab/lab.js');
+        const { resolveLabName } = await import('../lab/state.js');
+        const { Progress } = await import('../util/progress.js');
+        const name = resolveLabName(o.name);
+        const r = await labDown(name, new Progress(o.output === 'json' ? null : process.stderr));
+        if (o.output === 'json') console.log(JSON.stringify({ lab: name, ...r }));
+        else console.log(`lab ${name}: stopped ${r.stopped.length} processes, deleted ${r.namespaces.length} namespaces${r.removedDir ? ', removed its dir' : ''}`);
+      }),
+    );
+
+  lab
+    .command('ls')
+    .description('list the labs')
+    .addOption(outputOption())
+    .action(
+      action(async (o: Out) => {
+        const { labSummaries, renderSummaries } = await import('../lab/status.js');
+        const l = labSummaries();
+        console.log(o.output === 'json' ? JSON.stringify(l, null, 2) : renderSummaries(l));
+      }),
+    );
+
+  lab
+    .command('status')
+    .description('nodes (underlay IP, leased subnet, agent PID), pods with IPs, etcd members')
+    .addOption(nameOption())
+    .addOption(outputOption())
+    .action(
+      action(async (o: { name?: string } & Out) => {
+        const { requireState, resolveLabName } = await import('../lab/state.js');
+        const { labStatus, renderStatus } = await import('../lab/status.js');
+        const st = labStatus(requireState(resolveLabName(o.name)));
+        console.log(o.output === 'json' ? JSON.stringify(st, null, 2) : renderStatus(st));
+      }),
+    );
+
+  const pod = lab.command('pod').description('pods: network namespaces wired through the node\'s CNI plugin');
+  pod
+    .command('add <pod>')
+    .description('create a pod on a node (CNI ADD exactly as a runtime calls it)')
+    .requiredOption('--node <node>', 'node to run the pod on')
+    .addOption(nameOption())
+    .addOption(outputOption())
+    .action(
+      action(async (podName: string, o: { node: string; name?: string } & Out) => {
+        const { podAdd } = await import('../lab/lab.js');
+        const { resolveLabName } = await import('../lab/state.js');
+        const r = await podAdd(resolveLabName(o.name), podName, o.node);
+        console.log(o.output === 'json' ? JSON.stringify(r) : `pod ${r.name} on ${r.node}: ${r.ips.join(', ')}`);
+      }),
+    );
+  pod
+    .command('del <pod>')
+    .description('delete a pod (CNI DEL, then its namespace)')
+    .addOption(nameOption())
+    .action(
+      action(async (podName: string, o: { name?: string }) => {
+        const { podDel } = await import('../lab/lab.js');
+        const { resolveLabName } = await import('../lab/state.js');
+        await podDel(resolveLabName(o.name), podName);
+        console.log(`pod ${podName} deleted`);
+      }),
+    );
+
+  const node = lab.command('node').description('add or remove nodes');
+  node
+    .command('add [node]')
+    .description('add a node (default name n<next>) with its agent, and wait for its subnet lease')
+    .option('--timeout <s>', 'seconds to wait for the subnet lease', intArg, 30)
+    .addOption(nameOption())
+    .addOption(outputOption())
+    .action(
+      action(async (nodeName: string | undefined, o: { timeout: number; name?: string } & Out) => {
+        const { nodeAdd, nodeSubnet } = await import('../lab/lab.js');
+        const { resolveLabName } = await import('../lab/state.js');
+        const { Progress } = await import('../util/progress.js');
+        const n = await nodeAdd(resolveLabName(o.name), nodeName, { timeoutMs: o.timeout * 1000, progress: new Progress(process.stderr), notes: process.stderr });
+        const subnet = nodeSubnet(n);
+        console.log(o.output === 'json' ? JSON.stringify({ node: n.name, ip: n.ip, subnet }) : `node ${n.name}: ${n.ip}, pods ${subnet ?? '?'}`);
+      }),
+    );
+  node
+    .command('del <node>')
+    .description('remove a node: stop its agent, delete its lease from the store, delete its namespace and pods')
+    .addOption(nameOption())
+    .action(
+      action(async (nodeName: string, o: { name?: string }) => {
+        const { nodeDel } = await import('../lab/lab.js');
+        const { resolveLabName } = await import('../lab/state.js');
+        const { Progress } = await import('../util/progress.js');
+        const r = await nodeDel(resolveLabName(o.name), nodeName, new Progress(process.stderr));
+        console.log(`node ${nodeName} removed${r.lease ? `; lease ${r.lease} ${r.leaseDeleted ? 'deleted' : `left to expire (${r.detail})`}` : ''}`);
+      }),
+    );
+
+  lab
+    .command('agent <action> <node>')
+    .description('stop, start or restart a node\'s agent (by its recorded PID); --kill stops with SIGKILL')
+    .option('--kill', 'SIGKILL instead of SIGTERM (a crash)')
+    .addOption(nameOption())
+    .action(
+      action(async (act: string, nodeName: string, o: { kill?: boolean; name?: string }) => {
+        if (act !== 'start' && act !== 'stop' && act !== 'restart') throw new Error(`agent action must be start, stop or restart, not ${act}`);
+        const { agentCtl } = await import('../lab/lab.js');
+        const { resolveLabName } = await import('../lab/state.js');
+        const r = await agentCtl(resolveLabName(o.name), act, nodeName, !!o.kill);
+        console.log(`agent of ${nodeName}: ${r.stopped ? `stopped${o.kill ? ' (SIGKILL)' : ''}` : act === 'start' ? '' : 'was not running'}${r.pid ? `${r.stopped ? ', ' : ''}running as PID ${r.pid}` : ''}`);
+      }),
+    );
+
+  lab
+    .command('etcd <action> <member>')
+    .description('stop or start an etcd member (by its recorded PID); --kill stops with SIGKILL')
+    .option('--kill', 'SIGKILL instead of SIGTERM')
+    .addOption(nameOption())
+    .action(
+      action(async (act: string, member: string, o: { kill?: boolean; name?: string }) => {
+        if (act !== 'start' && act !== 'stop') throw new Error(`etcd action must be start or stop, not ${act}`);
+        const { etcdCtl } = await import('../lab/lab.js');
+        const { resolveLabName } = await import('../lab/state.js');
+        const r = await etcdCtl(resolveLabName(o.name), act, member, !!o.kill);
+        console.log(`etcd ${member}: ${act === 'stop' ? (r.stopped ? 'stopped' : 'was not running') : `running as PID ${r.pid}`}`);
+      }),
+    );
+
+  lab
+    .command('exec <target> <command...>')
+    .description('run a command in the namespace of a pod, node, etcd member or "fabric" (use -- before the command)')
+    .addOption(nameOption())
+    .action(
+      action(async (target: string, command: string[], o: { name?: string }) => {
+        const { requireState, resolveLabName } = await import('../lab/state.js');
+        const { resolveTarget } = await import('../lab/lab.js');
+        const ns = resolveTarget(requireState(resolveLabName(o.name)), target);
+        const child = spawn('ip', ['netns', 'exec', ns, ...command], { stdio: 'inherit' });
+        // the command's exit code is ours; a signal death maps to 128+n as a shell does
+        const code = await new Promise<number>((resolve) => {
+          child.on('error', (e) => {
+            process.stderr.write(`podnet lab exec: ${e.message}\n`);
+            resolve(127);
+          });
+          child.on('exit', (c, sig) => resolve(c ?? 128 + (sig ? osConstants.signals[sig] : 0)));
+        });
+        process.exitCode = code;
+      }),
+    );
+
+  lab
+    .command('demo')
+    .description('a 3-node vxlan lab with 2 pods per node, the pod-to-pod ping matrix with each pair\'s path, then teardown')
+    .option('--keep', 'leave the lab up afterwards')
+    .addOption(new Option('--backend <type>', 'datapath between nodes').choices(['vxlan', 'host-gw']).default('vxlan'))
+    .addOption(new Option('--store <kind>', 'cluster store').choices(['file', 'etcd']).default('file'))
+    .option('--name <lab>', 'lab name', 'demo')
+    .addOption(outputOption())
+    .action(
+      action(async (o: { keep?: boolean; backend: 'vxlan' | 'host-gw'; store: 'file' | 'etcd'; name: string } & Out) => {
+        const { runLabDemo } = await import('../lab/demo.js');
+        const { validateLabName } = await import('../lab/state.js');
+        validateLabName(o.name);
+        process.exitCode = await runLabDemo({ name: o.name, keep: o.keep, backend: o.backend, store: o.store, output: o.output });
+      }),
+    );
+}

@@ -1,0 +1,384 @@
+// `podnet lab`: a multi-node cluster on one machine, every part of it in network namespaces
+// named pnlab-<LAB>-*, every process it starts recorded by PID (and start time) in its state
+// file. Each step records its intent before acting, so `lab down` removes everything also
+// after a crash of the lab process, of an agent, or half-way through `lab up`.
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { leaseKey } from '../agent/lease.js';
+import { parseEnvFile } from '../ipam/subnetfile.js';
+import { formatCidr, masked, tryParseCidr } from '../util/ip.js';
+import { withFileLock } from '../util/lock.js';
+import { Progress } from '../util/progress.js';
+import { deleteLeaseKey, planEtcdMember, startAgent, startEtcd, waitForEtcd, waitForSubnets } from './agents.js';
+import { cniCall, cniErrorText, planPod, resultIps } from './pods.js';
+import {
+  labDir,
+  labsRoot,
+  loadState,
+  nsName,
+  nsPrefix,
+  pickUnderlayK,
+  requireState,
+  saveState,
+  statePath,
+  updateState,
+  validateLabName,
+  validateMemberName,
+  withLabLock,
+  type Backend,
+  type LabNode,
+  type LabState,
+  type StoreKind,
+} from './state.js';
+import { addNetns, delNetns, isAlive, listNetns, netnsExists, stopProcess } from './sys.js';
+import { attachToUnderlay, createFabric, createNode, FABRIC_HOST, nextNodeIndex, planNode, underlayIp, writeNetConf } from './topology.js';
+
+export interface UpOptions {
+  name: string;
+  nodes: number;
+  backend: Backend;
+  store: StoreKind;
+  etcdMembers?: number;
+  network?: string;
+  /** wait this long for every node's subnet lease (default 30 s) */
+  timeoutMs?: number;
+  /** build the topology only, start no agent (for tests of the lab's own mechanics) */
+  noAgents?: boolean;
+  progress?: Progress;
+  /** where "waiting for …" notes go */
+  notes?: NodeJS.WriteStream | null;
+}
+
+function quiet(): Progress {
+  return new Progress(null);
+}
+
+export async function labUp(o: UpOptions): Promise<LabState> {
+  validateLabName(o.name);
+  if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 50) throw new Error(`--nodes must be 1..50, not ${o.nodes}`);
+  if (o.backend !== 'vxlan' && o.backend !== 'host-gw') throw new Error(`unknown backend ${JSON.stringify(o.backend)}: vxlan or host-gw`);
+  if (o.store !== 'file' && o.store !== 'etcd') throw new Error(`unknown store ${JSON.stringify(o.store)}: file or etcd`);
+  const members = o.store === 'etcd' ? (o.etcdMembers ?? 1) : 0;
+  if (o.store === 'etcd' && (!Number.isInteger(members) || members < 1 || members > 9)) throw new Error(`--etcd-members must be 1..9, not ${o.etcdMembers}`);
+  const network = o.network ?? '10.244.0.0/16';
+  const net = tryParseCidr(network);
+  if (!net || net.family !== 4) throw new Error(`--network must be an IPv4 CIDR, not ${JSON.stringify(network)}`);
+  const p = o.progress ?? quiet();
+
+  // the underlay's k is chosen under one lock for the whole labs dir, so two `lab up` at once
+  // never pick the same
+  mkdirSync(labsRoot(), { recursive: true });
+  let s = await withFileLock(join(labsRoot(), '.alloc.lock'), () =>
+    withLabLock(o.name, () => {
+      if (existsSync(statePath(o.name))) {
+        const old = loadState(o.name);
+        throw new Error(`lab ${o.name} exists already (${old?.phase ?? 'unreadable state'}, ${Object.keys(old?.nodes ?? {}).length} nodes): \`podnet lab down --name ${o.name}\` first`);
+      }
+      for (const ns of listNetns()) {
+        if (ns.startsWith(nsPrefix(o.name))) throw new Error(`namespace ${ns} exists but lab ${o.name} has no state file: remove it first (ip netns del ${ns})`);
+      }
+      const k = pickUnderlayK(o.name);
+      const st: LabState = {
+        version: 1,
+        name: o.name,
+        dir: labDir(o.name),
+        createdAt: new Date().toISOString(),
+        phase: 'building',
+        underlayK: k,
+        fabricNs: nsName(o.name, 'fabric'),
+        fabricIp: underlayIp(k, FABRIC_HOST),
+        network: formatCidr(masked(net)),
+        backend: o.backend,
+        store: o.store,
+        namespaces: [nsName(o.name, 'fabric')],
+        nodes: {},
+        pods: {},
+        etcd: {},
+        services: {},
+      };
+      saveState(st);
+      return st;
+    }),
+  );
+
+  p.step(`fabric ${s.fabricNs}: br0 ${s.fabricIp}/24`);
+  createFabric(s);
+  p.done();
+
+  if (members > 0) {
+    p.step(`etcd: ${members} member${members > 1 ? 's' : ''}`);
+    s = await updateState(o.name, (st) => {
+      for (let i = 1; i <= members; i++) {
+        const m = planEtcdMember(st, i);
+        st.etcd[m.name] = m;
+        st.namespaces.push(m.ns);
+      }
+    });
+    for (const m of Object.values(s.etcd)) attachToUnderlay(s, m.ns, m.fabricIf, m.ip);
+    for (const m of Object.values(s.etcd)) {
+      const proc = startEtcd(s, m);
+      s = await updateState(o.name, (st) => {
+        st.etcd[m.name].proc = proc;
+      });
+    }
+    await waitForEtcd(s);
+    p.done(Object.values(s.etcd).map((m) => `${m.name} ${m.ip}`).join(', '));
+  }
+
+  writeNetConf(s);
+  for (let i = 1; i <= o.nodes; i++) {
+    const n = planNode(s, `n${i}`, i);
+    p.step(`node ${n.name}: ${n.ns}, eth0 ${n.ip}/24`);
+    s = await updateState(o.name, (st) => {
+      st.nodes[n.name] = n;
+      st.namespaces.push(n.ns);
+    });
+    createNode(s, n);
+    p.done();
+  }
+
+  if (!o.noAgents) {
+    p.step(`agents (${o.backend}, store ${o.store})`);
+    for (const n of Object.values(s.nodes)) {
+      const proc = startAgent(s, n);
+      s = await updateState(o.name, (st) => {
+        st.nodes[n.name].agent = proc;
+      });
+    }
+    try {
+      await waitForSubnets(Object.values(s.nodes), { timeoutMs: o.timeoutMs, progress: o.notes });
+    } catch (e) {
+      await updateState(o.name, (st) => {
+        st.phase = 'failed';
+      });
+      p.fail((e as Error).message.split('\n')[0]);
+      throw e;
+    }
+    p.done(Object.values(s.nodes).map((n) => `${n.name} ${nodeSubnet(n) ?? '?'}`).join(', '));
+  }
+  return updateState(o.name, (st) => {
+    st.phase = 'up';
+  });
+}
+
+/** The node's pod subnet from its subnet file (10.244.1.0/24), undefined before the lease. */
+export function nodeSubnet(n: LabNode): string | undefined {
+  try {
+    const env = parseEnvFile(readFileSync(n.subnetFile, 'utf8'));
+    const c = env.PODNET_SUBNET ? tryParseCidr(env.PODNET_SUBNET) : undefined;
+    return c ? formatCidr(masked(c)) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface DownReport {
+  stopped: number[];
+  namespaces: string[];
+  removedDir: boolean;
+}
+
+/**
+ * Removes everything the lab recorded, in reverse order of dependency, tolerating any part
+ * being gone already. Namespaces with the lab's prefix that the state does not know (a crash
+ * between creating one and recording it cannot happen — intent is recorded first — but a lost
+ * state file can) are removed too: the prefix is the lab's own.
+ */
+export async function labDown(name: string, p: Progress = quiet()): Promise<DownReport> {
+  validateLabName(name);
+  return withLabLock(name, async () => {
+    let s: LabState | undefined;
+    try {
+      s = loadState(name);
+    } catch {
+      s = undefined; // a torn state cannot happen (rename), but an edited one can: fall back to the prefix
+    }
+    const report: DownReport = { stopped: [], namespaces: [], removedDir: false };
+    if (s) {
+      p.step('stopping agents and etcd members');
+      const procs = [...Object.values(s.nodes).map((n) => n.agent), ...Object.values(s.etcd).map((m) => m.proc)];
+      await Promise.all(
+        procs.map(async (ref) => {
+          if (ref && (await stopProcess(ref, 'SIGTERM', 5000))) report.stopped.push(ref.pid);
+        }),
+      );
+      p.done(`${report.stopped.length} stopped`);
+    }
+    const prefix = nsPrefix(name);
+    const recorded = s ? [...Object.values(s.pods).map((x) => x.ns), ...s.namespaces.slice().reverse()] : [];
+    const found = listNetns().filter((ns) => ns.startsWith(prefix));
+    // pods first, then nodes and members, the fabric last (reverse of creation)
+    const order = [...new Set([...recorded, ...found.filter((n) => !recorded.includes(n))])];
+    p.step(`deleting ${order.filter(netnsExists).length} namespaces`);
+    for (const ns of order) {
+      if (!netnsExists(ns)) continue;
+      delNetns(ns);
+      report.namespaces.push(ns);
+    }
+    p.done();
+    const dir = s?.dir ?? labDir(name);
+    if (existsSync(dir)) {
+      rmSync(dir, { recursive: true, force: true });
+      report.removedDir = true;
+    }
+    return report;
+  }).finally(() => {
+    rmSync(join(labsRoot(), `.${name}.lock`), { force: true });
+  });
+}
+
+export async function nodeAdd(lab: string, name: string | undefined, o: { timeoutMs?: number; noAgent?: boolean; progress?: Progress; notes?: NodeJS.WriteStream | null } = {}): Promise<LabNode> {
+  const p = o.progress ?? quiet();
+  let n!: LabNode;
+  let s = await updateState(lab, (st) => {
+    const index = nextNodeIndex(st);
+    const nodeName = name ?? `n${index}`;
+    validateMemberName(nodeName, 'node');
+    if (st.nodes[nodeName]) throw new Error(`lab ${lab} has a node ${nodeName} already`);
+    n = planNode(st, nodeName, index);
+    st.nodes[nodeName] = n;
+    st.namespaces.push(n.ns);
+  });
+  p.step(`node ${n.name}: ${n.ns}, eth0 ${n.ip}/24`);
+  createNode(s, n);
+  p.done();
+  if (!o.noAgent) {
+    p.step(`agent of ${n.name}`);
+    const proc = startAgent(s, n);
+    s = await updateState(lab, (st) => {
+      st.nodes[n.name].agent = proc;
+    });
+    n = s.nodes[n.name];
+    await waitForSubnets([n], { timeoutMs: o.timeoutMs, progress: o.notes });
+    p.done(nodeSubnet(n));
+  }
+  return n;
+}
+
+export async function nodeDel(lab: string, name: string, p: Progress = quiet()): Promise<{ lease?: string; leaseDeleted: boolean; detail: string }> {
+  const s = requireState(lab);
+  const n = s.nodes[name];
+  if (!n) throw new Error(`lab ${lab} has no node ${name}`);
+  p.step(`stopping the agent of ${name}`);
+  const subnet = nodeSubnet(n);
+  await stopProcess(n.agent, 'SIGTERM', 5000);
+  p.done();
+  let leaseDeleted = false;
+  let detail = 'no lease (the node never got a subnet)';
+  if (subnet) {
+    // a stopped agent's lease would live on until its TTL; deleting it makes the peers drop
+    // the node's routes now, as a cluster operator removing a node would
+    p.step(`deleting the lease of ${subnet}`);
+    const r = await deleteLeaseKey(s, leaseKey(subnet));
+    leaseDeleted = r.ok;
+    detail = r.detail;
+    if (r.ok) p.done();
+    else p.fail(`${r.detail}; the lease expires with its TTL instead`);
+  }
+  p.step(`deleting ${n.ns} and its pods`);
+  const pods = Object.values(s.pods).filter((x) => x.node === name);
+  for (const pod of pods) delNetns(pod.ns);
+  delNetns(n.ns);
+  await updateState(lab, (st) => {
+    for (const pod of pods) delete st.pods[pod.name];
+    delete st.nodes[name];
+    st.namespaces = st.namespaces.filter((x) => x !== n.ns);
+  });
+  rmSync(n.dir, { recursive: true, force: true });
+  p.done();
+  return { lease: subnet, leaseDeleted, detail };
+}
+
+export async function podAdd(lab: string, name: string, node: string): Promise<{ name: string; node: string; ips: string[]; ns: string }> {
+  validateMemberName(name, 'pod');
+  let pod!: ReturnType<typeof planPod>;
+  const s = await updateState(lab, (st) => {
+    if (!st.nodes[node]) throw new Error(`lab ${lab} has no node ${node} (nodes: ${Object.keys(st.nodes).join(', ') || 'none'})`);
+    if (st.pods[name]) throw new Error(`lab ${lab} has a pod ${name} already (on ${st.pods[name].node})`);
+    pod = planPod(st, name, node);
+    st.pods[name] = pod;
+  });
+  const n = s.nodes[node];
+  addNetns(pod.ns);
+  const r = await cniCall(n, 'ADD', pod, `/run/netns/${pod.ns}`);
+  if (r.code !== 0) {
+    // a failed ADD unwinds itself (the plugin's contract); the lab removes its pod namespace
+    delNetns(pod.ns);
+    await updateState(lab, (st) => {
+      delete st.pods[name];
+    });
+    throw new Error(`CNI ADD of pod ${name} on node ${node} failed: ${cniErrorText(r)}`);
+  }
+  const ips = resultIps(r.stdout);
+  await updateState(lab, (st) => {
+    if (st.pods[name]) Object.assign(st.pods[name], { ips, ready: true });
+  });
+  return { name, node, ips, ns: pod.ns };
+}
+
+export async function podDel(lab: string, name: string): Promise<void> {
+  const s = requireState(lab);
+  const pod = s.pods[name];
+  if (!pod) throw new Error(`lab ${lab} has no pod ${name}`);
+  const n = s.nodes[pod.node];
+  if (n && netnsExists(n.ns)) {
+    // CNI DEL as a runtime does it, with the netns still there, so the plugin releases the
+    // address and removes the host side
+    const r = await cniCall(n, 'DEL', pod, netnsExists(pod.ns) ? `/run/netns/${pod.ns}` : '');
+    if (r.code !== 0) throw new Error(`CNI DEL of pod ${name} failed: ${cniErrorText(r)}`);
+  }
+  delNetns(pod.ns);
+  await updateState(lab, (st) => {
+    delete st.pods[name];
+  });
+}
+
+export async function agentCtl(lab: string, action: 'start' | 'stop' | 'restart', node: string, kill = false): Promise<{ pid?: number; stopped: boolean }> {
+  const s = requireState(lab);
+  const n = s.nodes[node];
+  if (!n) throw new Error(`lab ${lab} has no node ${node}`);
+  let stopped = false;
+  if (action === 'stop' || action === 'restart') {
+    stopped = await stopProcess(n.agent, kill ? 'SIGKILL' : 'SIGTERM', 5000);
+    await updateState(lab, (st) => {
+      if (st.nodes[node]) delete st.nodes[node].agent;
+    });
+  }
+  if (action === 'start' || action === 'restart') {
+    if (isAlive(n.agent) && action === 'start') return { pid: n.agent!.pid, stopped };
+    const proc = startAgent(s, n);
+    await updateState(lab, (st) => {
+      if (st.nodes[node]) st.nodes[node].agent = proc;
+    });
+    return { pid: proc.pid, stopped };
+  }
+  return { stopped };
+}
+
+export async function etcdCtl(lab: string, action: 'start' | 'stop', member: string, kill = false): Promise<{ pid?: number; stopped: boolean }> {
+  const s = requireState(lab);
+  const m = s.etcd[member];
+  if (!m) throw new Error(`lab ${lab} has no etcd member ${member} (members: ${Object.keys(s.etcd).join(', ') || 'none; the lab uses the file store'})`);
+  if (action === 'stop') {
+    const stopped = await stopProcess(m.proc, kill ? 'SIGKILL' : 'SIGTERM', 5000);
+    await updateState(lab, (st) => {
+      if (st.etcd[member]) delete st.etcd[member].proc;
+    });
+    return { stopped };
+  }
+  if (isAlive(m.proc)) return { pid: m.proc!.pid, stopped: false };
+  const proc = startEtcd(s, m);
+  await updateState(lab, (st) => {
+    if (st.etcd[member]) st.etcd[member].proc = proc;
+  });
+  return { pid: proc.pid, stopped: false };
+}
+
+/** The namespace of a pod, node, etcd member or "fabric". */
+export function resolveTarget(s: LabState, target: string): string {
+  if (s.pods[target]) return s.pods[target].ns;
+  if (s.nodes[target]) return s.nodes[target].ns;
+  if (s.etcd[target]) return s.etcd[target].ns;
+  if (target === 'fabric') return s.fabricNs;
+  throw new Error(`lab ${s.name} has no pod, node or etcd member named ${target}`);
+}

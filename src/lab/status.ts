@@ -1,0 +1,114 @@
+// `lab status` and `lab ls`: what the state file records, checked against the live system
+// (is the PID still the process the lab started, does the namespace exist, what subnet did the
+// agent lease).
+import { isAlive, netnsExists } from './sys.js';
+import { listLabs, loadState, type LabState } from './state.js';
+import { nodeSubnet } from './lab.js';
+
+export interface LabStatus {
+  name: string;
+  phase: string;
+  dir: string;
+  backend: string;
+  store: string;
+  network: string;
+  underlay: string;
+  fabric: { ns: string; ip: string; exists: boolean };
+  nodes: { name: string; ns: string; ip: string; subnet?: string; agentPid?: number; agentAlive: boolean; nsExists: boolean; log: string }[];
+  pods: { name: string; node: string; ns: string; ips: string[]; ready: boolean; nsExists: boolean }[];
+  etcd: { name: string; ns: string; ip: string; pid?: number; alive: boolean; endpoint: string }[];
+}
+
+export function labStatus(s: LabState): LabStatus {
+  return {
+    name: s.name,
+    phase: s.phase,
+    dir: s.dir,
+    backend: s.backend,
+    store: s.store,
+    network: s.network,
+    underlay: `192.168.${s.underlayK}.0/24`,
+    fabric: { ns: s.fabricNs, ip: s.fabricIp, exists: netnsExists(s.fabricNs) },
+    nodes: Object.values(s.nodes)
+      .sort((a, b) => a.index - b.index)
+      .map((n) => ({ name: n.name, ns: n.ns, ip: n.ip, subnet: nodeSubnet(n), agentPid: n.agent?.pid, agentAlive: isAlive(n.agent), nsExists: netnsExists(n.ns), log: n.log })),
+    pods: Object.values(s.pods)
+      .sort((a, b) => a.node.localeCompare(b.node) || a.name.localeCompare(b.name))
+      .map((p) => ({ name: p.name, node: p.node, ns: p.ns, ips: p.ips, ready: p.ready, nsExists: netnsExists(p.ns) })),
+    etcd: Object.values(s.etcd)
+      .sort((a, b) => a.index - b.index)
+      .map((m) => ({ name: m.name, ns: m.ns, ip: m.ip, pid: m.proc?.pid, alive: isAlive(m.proc), endpoint: `http://${m.ip}:2379` })),
+  };
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => '  ' + r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] + 2))).join('')).join('\n');
+}
+
+export function renderStatus(st: LabStatus): string {
+  const out: string[] = [];
+  out.push(`lab ${st.name} (${st.phase}): ${st.backend}, store ${st.store}, cluster ${st.network}, underlay ${st.underlay} (fabric ${st.fabric.ip}${st.fabric.exists ? '' : ', MISSING'})`);
+  out.push(`state ${st.dir}/state.json`);
+  out.push('\nNodes:');
+  if (st.nodes.length === 0) out.push('  (none)');
+  else
+    out.push(
+      table([
+        ['NODE', 'UNDERLAY IP', 'POD SUBNET', 'AGENT PID', 'AGENT'],
+        ...st.nodes.map((n) => [n.name + (n.nsExists ? '' : ' (netns missing)'), n.ip, n.subnet ?? '-', n.agentPid ? String(n.agentPid) : '-', n.agentAlive ? 'running' : 'stopped']),
+      ]),
+    );
+  out.push('\nPods:');
+  if (st.pods.length === 0) out.push('  (none)');
+  else out.push(table([['POD', 'NODE', 'IPS'], ...st.pods.map((p) => [p.name + (p.ready ? '' : ' (adding)'), p.node, p.ips.join(', ') || '-'])]));
+  if (st.etcd.length > 0) {
+    out.push('\netcd:');
+    out.push(table([['MEMBER', 'CLIENT URL', 'PID', 'STATE'], ...st.etcd.map((m) => [m.name, m.endpoint, m.pid ? String(m.pid) : '-', m.alive ? 'running' : 'stopped'])]));
+  }
+  return out.join('\n');
+}
+
+export interface LabSummary {
+  name: string;
+  phase: string;
+  backend: string;
+  store: string;
+  nodes: number;
+  pods: number;
+  agentsRunning: number;
+  underlay: string;
+}
+
+export function labSummaries(): LabSummary[] {
+  const out: LabSummary[] = [];
+  for (const name of listLabs()) {
+    let s: LabState | undefined;
+    try {
+      s = loadState(name);
+    } catch {
+      s = undefined;
+    }
+    if (!s) continue;
+    const nodes = Object.values(s.nodes);
+    out.push({
+      name,
+      phase: s.phase,
+      backend: s.backend,
+      store: s.store,
+      nodes: nodes.length,
+      pods: Object.keys(s.pods).length,
+      agentsRunning: nodes.filter((n) => isAlive(n.agent)).length,
+      underlay: `192.168.${s.underlayK}.0/24`,
+    });
+  }
+  return out;
+}
+
+export function renderSummaries(l: LabSummary[]): string {
+  if (l.length === 0) return 'no labs';
+  return table([
+    ['LAB', 'PHASE', 'BACKEND', 'STORE', 'NODES', 'AGENTS', 'PODS', 'UNDERLAY'],
+    ...l.map((x) => [x.name, x.phase, x.backend, x.store, String(x.nodes), `${x.agentsRunning}/${x.nodes}`, String(x.pods), x.underlay]),
+  ]);
+}
