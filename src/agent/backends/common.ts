@@ -94,11 +94,18 @@ export interface DesiredRoute {
   peer: NodeLease;
 }
 
+/** the kernel's metric for a route added without one; `route replace` overwrites that route in place */
+function defaultMetric(r: Route): number {
+  return r.family === 6 ? 1024 : 0;
+}
+
 function sameRoute(a: Route, want: RouteSpec): boolean {
   return (
     canonicalIP(a.gateway ?? '') === canonicalIP(want.gateway ?? '') &&
     (a.dev ?? '') === (want.dev ?? '') &&
     !!a.onlink === !!want.onlink &&
+    // podnet adds without a metric: the kernel's default (0 for IPv4, 1024 for IPv6)
+    (a.metric ?? defaultMetric(a)) === (want.metric ?? defaultMetric(a)) &&
     // an MTU we do not set must not be there either (a stale hand-made change is corrected)
     (a.mtu ?? 0) === (want.mtu ?? 0)
   );
@@ -151,8 +158,6 @@ export function diffRoutes(desired: DesiredRoute[], actual: Route[], errors: Pee
   for (const [k, rs] of mine) {
     const w = want.get(k);
     const keep = w ? rs.find((r) => sameRoute(r, w)) : undefined;
-    // the kernel's default metric for a route added without one: `replace` overwrites that route in place
-    const defaultMetric = (r: Route): number => (r.family === 6 ? 1024 : 0);
     for (const r of rs) {
       if (r === keep) continue;
       if (w && !keep && (r.metric ?? defaultMetric(r)) === defaultMetric(r)) continue; // replaced below
