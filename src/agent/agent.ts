@@ -1,17 +1,51 @@
-// `podnet agent`: this issue's agent is the CNI server; the cluster side (leases, peers) joins it next.
+// `podnet agent`: serves CNI on its socket and, given a network config and a store, runs the
+// cluster side (subnet lease, cross-node datapath, subnet.env).
 import { startCniServer } from './cni-server.js';
 import { createLogger, type Level } from '../util/log.js';
 import { cniLogger } from '../cni/run.js';
 
-export async function runAgent(o: { socket: string; logLevel: string }): Promise<void> {
+export interface AgentOptions {
+  socket: string;
+  logLevel: string;
+  config?: string;
+  store?: string;
+  etcdEndpoints: string[];
+  etcdPrefix: string;
+  iface?: string;
+  publicIP?: string;
+  nodeName: string;
+  subnetFile: string;
+  dataDir: string;
+  ipMasq: boolean;
+  leaseTtl: number;
+  resyncSeconds: number;
+}
+
+export async function runAgent(o: AgentOptions): Promise<void> {
   const log = createLogger({ subsys: 'agent', level: o.logLevel as Level });
   process.on('uncaughtException', (e) => log.error('uncaught exception (request isolated, agent keeps serving)', { error: e.stack }));
   process.on('unhandledRejection', (e) => log.error('unhandled rejection', { error: String(e) }));
+  // CNI is served first: until the lease exists, STATUS answers 50 and ADD 11 (no subnet file yet)
   // one JSON line per CNI call in the same file the standalone plugin writes
   const srv = await startCniServer({ socket: o.socket, log, cniLog: cniLogger() });
-  log.info('podnet agent ready', { pid: process.pid, socket: o.socket });
+  log.info('podnet agent serving CNI', { pid: process.pid, socket: o.socket });
+  let cluster: { stop(): Promise<void> } | undefined;
+  if (o.config || o.store) {
+    if (!o.config || !o.store) {
+      await srv.close();
+      throw new Error('the cluster side needs both --config and --store');
+    }
+    const { startCluster } = await import('./cluster.js');
+    try {
+      cluster = await startCluster({ ...o, configPath: o.config, store: o.store, log: log.child({ subsys: 'cluster' }) });
+    } catch (e) {
+      await srv.close();
+      throw e;
+    }
+  }
   const stop = async (sig: string) => {
     log.info('stopping', { signal: sig, served: srv.stats.requests });
+    await cluster?.stop();
     await srv.close();
     process.exit(0);
   };

@@ -1,6 +1,7 @@
 // podnet's command line. When a runtime execs it as a CNI plugin (CNI_COMMAND set), it acts as
 // one, so `dist/podnet.mjs` also works as a plugin binary.
 import { Command, Option } from 'commander';
+import { hostname } from 'node:os';
 import { SUPPORTED_VERSIONS } from '../cni/version.js';
 
 const VERSION = '0.1.0';
@@ -19,14 +20,47 @@ export function buildCli(): Command {
     .version(VERSION, '-v, --version')
     .showHelpAfterError();
 
+  const env = (flag: string, dflt?: string) => process.env[`PODNET_${flag.toUpperCase().replace(/-/g, '_')}`] ?? dflt;
   program
     .command('agent')
-    .description('run the node agent: serves CNI requests on a root-only unix socket')
-    .option('--socket <path>', 'CNI socket path (env PODNET_SOCKET)', process.env.PODNET_SOCKET || '/run/podnet/podnet.sock')
-    .option('--log-level <level>', 'debug, info, warn or error', process.env.PODNET_LOG_LEVEL || 'info')
-    .action(async (o: { socket: string; logLevel: string }) => {
+    .description('run the node agent: CNI on a root-only unix socket; with --config and --store also the cluster side (subnet lease, vxlan/host-gw datapath, subnet.env)')
+    .option('--socket <path>', 'CNI socket path', env('socket', '/run/podnet/podnet.sock'))
+    .option('--config <file>', 'network config, net-conf.json: Network, SubnetLen, Backend (env PODNET_NET_CONFIG_PATH)', env('net-config-path'))
+    .option('--store <url>', 'cluster store: file:DIR or etcd', env('store'))
+    .option('--etcd-endpoints <urls>', 'comma-separated etcd client URLs', env('etcd-endpoints', 'http://127.0.0.1:2379'))
+    .option('--etcd-prefix <prefix>', 'store key prefix', env('etcd-prefix', '/podnet/network'))
+    .option('--iface <name>', 'public interface (default: the default route\'s)', env('iface'))
+    .option('--public-ip <ip>', 'public IP (default: the first address of --iface)', env('public-ip'))
+    .option('--node-name <name>', 'node name recorded in the lease', env('node-name', hostname()))
+    .option('--subnet-file <path>', 'where to write subnet.env', env('subnet-file', '/run/podnet/subnet.env'))
+    .option('--data-dir <dir>', 'agent state', env('data-dir', '/var/lib/podnet'))
+    .option('--no-ip-masq', 'do not masquerade pod traffic leaving the cluster network (env PODNET_IP_MASQ=false)')
+    .option('--lease-ttl <seconds>', 'subnet lease TTL', env('lease-ttl', '30'))
+    .option('--resync <seconds>', 'full reconcile period', env('resync', '10'))
+    .option('--log-level <level>', 'debug, info, warn or error', env('log-level', 'info'))
+    .action(async (o: Record<string, string | boolean | undefined>) => {
       const { runAgent } = await import('../agent/agent.js');
-      await runAgent({ socket: o.socket, logLevel: o.logLevel });
+      try {
+        await runAgent({
+          socket: String(o.socket),
+          logLevel: String(o.logLevel),
+          config: o.config as string | undefined,
+          store: o.store as string | undefined,
+          etcdEndpoints: String(o.etcdEndpoints).split(',').filter(Boolean),
+          etcdPrefix: String(o.etcdPrefix),
+          iface: o.iface as string | undefined,
+          publicIP: o.publicIp as string | undefined,
+          nodeName: String(o.nodeName),
+          subnetFile: String(o.subnetFile),
+          dataDir: String(o.dataDir),
+          ipMasq: o.ipMasq !== false && env('ip-masq') !== 'false',
+          leaseTtl: Number(o.leaseTtl),
+          resyncSeconds: Number(o.resync),
+        });
+      } catch (e) {
+        process.stderr.write(`podnet agent: ${(e as Error).message}\n`);
+        process.exit(2);
+      }
     });
 
   const cni = program.command('cni').description('CNI plugin installation and invocation');

@@ -1,0 +1,150 @@
+// The agent's cluster side: lease a subnet, set up the backend's device and podnet's cluster
+// firewall, publish subnet.env, then reconcile the datapath against the peers' leases on every
+// store change and periodically. Everything that can be refused (config, store, subnets) is
+// checked before the kernel is touched; a restarted agent adopts what it finds.
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { defaultKernel, defaultNft } from '../kernel/index.js';
+import type { NetnsRef } from '../kernel/types.js';
+import type { Logger } from '../util/log.js';
+import { openStore } from '../store/index.js';
+import type { Store } from '../store/types.js';
+import { createCheckedBackend, Reconciler } from './backends/index.js';
+import { ensureClusterFirewall } from './firewall.js';
+import { formatCidr } from '../util/ip.js';
+import type { NodeLease } from './lease.js';
+import { acquireLease, LeaseWatcher, updateLease, type HeldLease } from './leases.js';
+import { parseNetConf, NetConfError, type NetConf } from './netconf.js';
+import { detectNode, type NodeIdentity } from './node-ip.js';
+import { renderSubnetEnv, writeSubnetEnv } from './subnet-env.js';
+import { writeAtomic } from '../cni/install.js';
+
+export interface ClusterOptions {
+  configPath: string;
+  store: string;
+  etcdEndpoints: string[];
+  etcdPrefix: string;
+  iface?: string;
+  publicIP?: string;
+  nodeName: string;
+  subnetFile: string;
+  dataDir: string;
+  ipMasq: boolean;
+  leaseTtl: number;
+  resyncSeconds: number;
+  log: Logger;
+}
+
+export interface ClusterAgent {
+  readonly lease: () => NodeLease | undefined;
+  stop(): Promise<void>;
+}
+
+function readConfig(path: string, node: NodeIdentity): NetConf {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`--config ${path}: ${(e as Error).message}`);
+  }
+  return parseNetConf(raw, node.connected.map((net) => ({ what: `the node network on ${node.iface}`, net })));
+}
+
+export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
+  const log = o.log;
+  const kernel = defaultKernel();
+  const ns: NetnsRef = { kind: 'current' };
+  const node = await detectNode(kernel, ns, { iface: o.iface, publicIP: o.publicIP });
+  const conf = readConfig(o.configPath, node);
+  const backend = await createCheckedBackend({ type: conf.backend.type, vni: conf.backend.vni, dstport: conf.backend.port, iface: node.iface }, kernel);
+  // <prefix>/subnets/10.244.1.0-24, with flannel's meaning of --etcd-prefix (default /podnet/network)
+  const prefix = `${o.etcdPrefix.replace(/\/$/, '')}/subnets/`;
+  const store: Store = await openStore(o.store, { endpoints: o.etcdEndpoints });
+  try {
+    // an unreachable store is an error before anything is built
+    await store.list(prefix);
+  } catch (e) {
+    await store.close().catch(() => {});
+    throw new Error(`cluster store ${store.describe} is unreachable: ${(e as Error).message}`);
+  }
+  mkdirSync(o.dataDir, { recursive: true });
+  const rememberFile = join(o.dataDir, 'subnet');
+  const remembered = existsSync(rememberFile) ? readFileSync(rememberFile, 'utf8').trim() : undefined;
+  let held: HeldLease = await acquireLease({ store, conf, prefix, ttlSeconds: o.leaseTtl, publicIP: node.publicIP, publicIPv6: node.publicIPv6, nodeName: o.nodeName, backendData: {}, remembered, log });
+  writeAtomic(rememberFile, held.lease.subnet + '\n', 0o644);
+  const dev = await backend.ensureDevice({ kernel, ns, own: held.lease, log });
+  log.info('backend device ready', { backend: backend.type, device: dev.device, action: dev.action, reasons: dev.reasons, mtu: dev.mtu });
+  if (JSON.stringify(dev.backendData) !== JSON.stringify(held.lease.backendData)) {
+    held = await updateLease(store, held, { ...held.lease, backendData: dev.backendData });
+  }
+  const clusterCidrs = [formatCidr(conf.network), ...(conf.ipv6Network ? [formatCidr(conf.ipv6Network)] : [])];
+  await ensureClusterFirewall({ nft: defaultNft(), ns, spec: { clusterCidrs, masquerade: o.ipMasq }, iptablesForward: true, log });
+  // Backend.MTU can only lower the pod MTU below what the underlay allows
+  const podMtu = Math.min(dev.mtu, conf.backend.mtu ?? dev.mtu);
+  writeSubnetEnv(o.subnetFile, renderSubnetEnv(conf, held.lease, podMtu, o.ipMasq));
+  log.info('node ready', { iface: node.iface, publicIP: node.publicIP, subnet: held.lease.subnet, ipv6Subnet: held.lease.ipv6Subnet, mtu: podMtu, backend: backend.type, store: store.describe });
+
+  const reconciler = new Reconciler({ kernel, ns, backend, log: log.child({ subsys: 'reconcile' }) });
+  let timer: NodeJS.Timeout | undefined;
+  let running = false;
+  let again = false;
+  let stopped = false;
+  const watcher = new LeaseWatcher(store, () => schedule(), log.child({ subsys: 'leases' }), prefix);
+  const reconcileNow = async () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      const peers = [...watcher.leases.values()].filter((l) => l.subnet !== held.lease.subnet);
+      const report = await reconciler.reconcile(held.lease, peers);
+      for (const err of report.errors) log.error('peer refused', { ...err });
+    } catch (e) {
+      log.error('reconcile failed (retried on the next change or resync)', { error: (e as Error).message });
+    } finally {
+      running = false;
+      if (again && !stopped) {
+        again = false;
+        schedule();
+      }
+    }
+  };
+  // events only schedule work; a burst of changes becomes one pass
+  const schedule = () => {
+    if (stopped || timer) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      void reconcileNow();
+    }, 5);
+  };
+  await watcher.start();
+  const resync = setInterval(() => schedule(), o.resyncSeconds * 1000);
+
+  // keep the lease alive; a store outage leaves the datapath as it is
+  const keepAlive = setInterval(async () => {
+    try {
+      if (!(await store.keepAlive(held.leaseId))) {
+        log.warn('subnet lease expired (store outage longer than its TTL?); taking it again');
+        held = await acquireLease({ store, conf, prefix, ttlSeconds: o.leaseTtl, publicIP: node.publicIP, publicIPv6: node.publicIPv6, nodeName: o.nodeName, backendData: held.lease.backendData, remembered: held.lease.subnet, log });
+      }
+    } catch (e) {
+      log.warn('cannot renew the subnet lease (store unreachable?); datapath unchanged', { error: (e as Error).message });
+    }
+  }, Math.max(500, (o.leaseTtl * 1000) / 3));
+
+  return {
+    lease: () => held.lease,
+    async stop() {
+      stopped = true;
+      clearInterval(resync);
+      clearInterval(keepAlive);
+      if (timer) clearTimeout(timer);
+      watcher.close();
+      // the lease stays: a restarted agent takes the same subnet back and adopts the datapath
+      await store.close().catch(() => {});
+    },
+  };
+}
+
+export { NetConfError };
