@@ -30,7 +30,7 @@ import {
   type LabState,
   type StoreKind,
 } from './state.js';
-import { addNetns, delNetns, isAlive, listNetns, netnsExists, stopProcess } from './sys.js';
+import { addNetns, delNetns, isAlive, listNetns, netnsExists, netnsPids, stopProcess } from './sys.js';
 import { attachToUnderlay, createFabric, createNode, FABRIC_HOST, nextNodeIndex, planNode, underlayIp, writeNetConf } from './topology.js';
 
 export interface UpOptions {
@@ -209,6 +209,11 @@ export async function labDown(name: string, p: Progress = quiet()): Promise<Down
     const found = listNetns().filter((ns) => ns.startsWith(prefix));
     // pods first, then nodes and members, the fabric last (reverse of creation)
     const order = [...new Set([...recorded, ...found.filter((n) => !recorded.includes(n))])];
+    // A process started in a lab namespace whose PID the lab never got to record (killed between
+    // spawn and the state write) would keep running after its namespace is deleted. The kernel
+    // knows which processes live in the lab's own namespaces: stop those, by PID.
+    const strays = order.filter(netnsExists).flatMap((ns) => netnsPids(ns));
+    for (const ref of strays) if (await stopProcess(ref, 'SIGTERM', 3000)) report.stopped.push(ref.pid);
     p.step(`deleting ${order.filter(netnsExists).length} namespaces`);
     for (const ns of order) {
       if (!netnsExists(ns)) continue;

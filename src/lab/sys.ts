@@ -53,6 +53,18 @@ export function delNetns(ns: string): void {
   if (netnsExists(ns)) ip(['netns', 'del', ns], true);
 }
 
+/** The processes in a namespace (`ip netns pids`), each with its start time taken now. */
+export function netnsPids(ns: string): ProcRef[] {
+  const out: ProcRef[] = [];
+  for (const w of ip(['netns', 'pids', ns], true).split(/\s+/)) {
+    const pid = Number(w);
+    if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) continue;
+    const startTime = procStartTime(pid);
+    if (startTime) out.push({ pid, startTime });
+  }
+  return out;
+}
+
 export function sysctl(ns: string, kv: string): void {
   run('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', kv]);
 }
