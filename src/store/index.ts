@@ -16,7 +16,7 @@ export interface OpenStoreOptions {
   reapIntervalMs?: number;
   /** file store: watcher poll period behind inotify (default 250 ms) */
   pollIntervalMs?: number;
-  /** etcd: unary call deadline (default 5 s) */
+  /** etcd: per-attempt deadline of unary calls (default 2 s) */
   callTimeoutMs?: number;
 }
 
