@@ -60,6 +60,17 @@ function normMac(m: unknown): string | undefined {
   return MAC_RE.test(l) ? l : undefined;
 }
 
+/**
+ * The link with its kind-specific data (VNI, local, port, learning). The netlink adapter's link()
+ * answers without IFLA_INFO_DATA (it leaves `info` unset); links() comes from iproute2's detailed
+ * dump and has it. One extra read, only when the device exists and only in ensureDevice.
+ */
+async function detailedLink(ctx: DeviceContext, name: string): Promise<Link | undefined> {
+  const l = await ctx.kernel.link(ctx.ns, name);
+  if (!l || l.info !== undefined || l.kind !== 'vxlan') return l;
+  return (await ctx.kernel.links(ctx.ns)).find((x) => x.name === name) ?? l;
+}
+
 export class VxlanBackend implements Backend {
   readonly type = 'vxlan' as const;
   readonly device: string;
@@ -108,7 +119,7 @@ export class VxlanBackend implements Backend {
     const reasons: string[] = [];
     const ops: KernelOp[] = [];
     let action: DeviceResult['action'];
-    const existing = await kernel.link(ns, this.device);
+    const existing = await detailedLink(ctx, this.device);
     const why = existing ? this.incompatibilities(existing, localIP) : [];
     if (existing && why.length === 0) {
       action = 'adopted';
