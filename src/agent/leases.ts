@@ -80,7 +80,9 @@ export async function acquireLease(o: AcquireOptions): Promise<HeldLease> {
       subnet: pick.subnet,
       publicIP: o.publicIP,
       backendType: o.conf.backend.type,
-      backendData: o.backendData,
+      // taking back our own lease keeps its backend data (VTEP MAC) until the device is checked:
+      // peers must not see a lease without it, or they would drop our FDB/neighbour entries
+      backendData: pick.reuse && Object.keys(o.backendData).length === 0 ? pick.reuse.backendData : o.backendData,
       ...(pick.ipv6Subnet ? { ipv6Subnet: pick.ipv6Subnet } : {}),
       ...(o.publicIPv6 ? { publicIPv6: o.publicIPv6 } : {}),
       ...(o.nodeName ? { nodeName: o.nodeName } : {}),
