@@ -2,6 +2,7 @@
 // be the one we kill), each with its own data dir, on loopback ports probed free or inside a
 // network namespace the caller owns. Only processes started here are ever signalled, by PID.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -34,6 +35,21 @@ export interface EtcdProcess {
   /** signals it (default SIGTERM) and waits for it to exit; SIGKILL after 5 s */
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
+
+// If the test process dies early (uncaught error, closed stdout pipe), still kill what we started
+// and remove our data dirs: synchronously, since 'exit' handlers cannot wait.
+const livePids = new Set<number>();
+const ownDirs = new Set<string>();
+process.once('exit', () => {
+  for (const pid of livePids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  for (const d of ownDirs) rmSync(d, { recursive: true, force: true });
+});
 
 /** Ports nobody listens on right now (bind-probe on 127.0.0.1). Racy by nature; good enough for tests. */
 export async function freePorts(n: number, host = '127.0.0.1'): Promise<number[]> {
@@ -86,8 +102,12 @@ export function startEtcd(spec: EtcdMemberSpec): EtcdProcess {
     else child.once('exit', (code, signal) => res({ code, signal }));
   });
   let gone = false;
-  void exited.then(() => (gone = true));
   const pid = child.pid;
+  livePids.add(pid);
+  void exited.then(() => {
+    gone = true;
+    livePids.delete(pid);
+  });
   return {
     pid,
     spec,
@@ -208,6 +228,7 @@ export async function startCluster(opts: { size?: number; hosts?: string[]; netn
   const size = opts.hosts?.length ?? opts.size ?? 3;
   const baseDir = opts.baseDir ?? (await mkdtemp(join(tmpdir(), 'podnet-etcd-')));
   const ownDir = !opts.baseDir;
+  if (ownDir) ownDirs.add(baseDir);
   const prefix = opts.namePrefix ?? 'm';
   const ports = opts.hosts ? [] : await freePorts(size * 2);
   const specs: EtcdMemberSpec[] = [];
@@ -248,7 +269,10 @@ export async function startCluster(opts: { size?: number; hosts?: string[]; netn
     },
     async destroy() {
       await Promise.all(members.map((m) => m.stop('SIGKILL')));
-      if (ownDir) await rm(baseDir, { recursive: true, force: true });
+      if (ownDir) {
+        await rm(baseDir, { recursive: true, force: true });
+        ownDirs.delete(baseDir);
+      }
     },
   };
   try {
