@@ -11,8 +11,9 @@ const common = {
   format: 'esm',
   sourcemap: false,
   logLevel: 'warning',
-  // koffi ships a native addon; it is loaded from node_modules at run time.
-  external: ['koffi'],
+  // koffi ships a native addon, etcd3 (gRPC) reads its .proto files next to itself:
+  // both are loaded from node_modules at run time.
+  external: ['koffi', 'etcd3'],
   banner: {
     js: "#!/usr/bin/env node\nimport { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
   },
