@@ -151,7 +151,8 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       await updateState(o.name, (st) => {
         st.phase = 'failed';
       });
-      p.fail((e as Error).message.split('\n')[0]);
+      // the error itself (with the agent log's tail) is reported once, by the caller
+      p.fail('an agent did not get its subnet lease');
       throw e;
     }
     p.done(Object.values(s.nodes).map((n) => `${n.name} ${nodeSubnet(n) ?? '?'}`).join(', '));
