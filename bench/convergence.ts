@@ -57,8 +57,8 @@ process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
 
 function peerLease(i: number, backend: 'vxlan' | 'host-gw'): NodeLease {
-  // peers live at 10.250.x.y on the node's /16 underlay, subnets 10.(100+i/256).(i%256).0/24
-  const pub = `10.250.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`;
+  // peers live at 172.20.x.y on the node's /16 underlay, subnets 10.(100+i/256).(i%256).0/24
+  const pub = `172.20.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`;
   const mac = `02:42:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}:00:01`;
   return { subnet: `10.${100 + Math.floor(i / 256)}.${i % 256}.0/24`, publicIP: pub, backendType: backend, backendData: backend === 'vxlan' ? { VtepMAC: mac, VNI: 1 } : {} };
 }
@@ -143,13 +143,13 @@ async function main(): Promise<void> {
     ip(['-n', n, 'link', 'set', 'lo', 'up']);
   }
   ip(['-n', NODE, 'link', 'add', 'name', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ETCDNS]);
-  ip(['-n', NODE, 'addr', 'add', '10.250.0.1/16', 'dev', 'eth0']);
+  ip(['-n', NODE, 'addr', 'add', '172.20.0.1/16', 'dev', 'eth0']);
   ip(['-n', NODE, 'link', 'set', 'eth0', 'up']);
-  ip(['-n', NODE, 'route', 'add', 'default', 'via', '10.250.0.2']);
-  ip(['-n', ETCDNS, 'addr', 'add', '10.250.0.2/16', 'dev', 'eth0']);
+  ip(['-n', NODE, 'route', 'add', 'default', 'via', '172.20.0.2']);
+  ip(['-n', ETCDNS, 'addr', 'add', '172.20.0.2/16', 'dev', 'eth0']);
   ip(['-n', ETCDNS, 'link', 'set', 'eth0', 'up']);
-  const etcdUrl = 'http://10.250.0.2:2379';
-  const etcd = startEtcd({ name: 'bench', dataDir: join(tmp, 'etcd'), clientUrl: etcdUrl, peerUrl: 'http://10.250.0.2:2380', initialCluster: 'bench=http://10.250.0.2:2380', state: 'new', netns: ETCDNS });
+  const etcdUrl = 'http://172.20.0.2:2379';
+  const etcd = startEtcd({ name: 'bench', dataDir: join(tmp, 'etcd'), clientUrl: etcdUrl, peerUrl: 'http://172.20.0.2:2380', initialCluster: 'bench=http://172.20.0.2:2380', state: 'new', netns: ETCDNS });
   stops.push(() => etcd.stop('SIGKILL'));
   await waitHealthy([etcdUrl], { netns: ETCDNS, procs: [etcd] });
   // async, so etcd's piped output keeps draining meanwhile
