@@ -21,6 +21,6 @@ run() { # suite dir
 status=0
 for suite in "${suites[@]}"; do run "$suite" || status=1; done
 # nothing left behind by any suite
-left=$(ip netns list | awk '{print $1}' | grep -E '^(pnt|pndemo|pnrt|pnb)' || true)
+left=$(ip netns list | awk '{print $1}' | grep -E '^(pnt|pndemo|pnrt|pnb|pnc|pnlab)' || true)
 if [ -n "$left" ]; then echo "namespaces left behind: $left" >&2; status=1; fi
 exit $status

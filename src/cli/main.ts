@@ -3,6 +3,7 @@
 import { Command, Option } from 'commander';
 import { hostname } from 'node:os';
 import { SUPPORTED_VERSIONS } from '../cni/version.js';
+import { registerLabCommands } from './lab.js';
 
 const VERSION = '0.1.0';
 
@@ -101,6 +102,7 @@ export function buildCli(): Command {
       process.exitCode = await runDemo(o);
     });
 
+  registerLabCommands(program);
   return program;
 }
 
