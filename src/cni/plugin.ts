@@ -67,19 +67,29 @@ async function ensureForwarding(deps: ModeDeps, ips: string[]): Promise<void> {
   if (Object.keys(missing).length) await deps.kernel.sysctlSet(deps.host, missing);
 }
 
+interface LeaseInfo {
+  mtu?: number;
+  /** the cluster networks: pod traffic to them is not masqueraded (it is another node's pod) */
+  networks: string[];
+}
+
 /**
- * Pods behind an overlay need the overlay's MTU: without an explicit `mtu`, a config whose
- * addresses come from the agent's subnet file takes PODNET_MTU from it (flannel's habit).
- * Underlay (macvlan/ipvlan) pods keep the NIC's MTU.
+ * What the agent's subnet file says beyond the range (flannel's habit): pods behind an overlay
+ * need its MTU when the config sets none, and ipMasq must leave traffic to other nodes' pods
+ * alone. Underlay (macvlan/ipvlan) pods keep the NIC's MTU.
  */
-function withLeaseMtu(cfg: PodnetConfig): PodnetConfig {
+function leaseInfo(cfg: PodnetConfig): LeaseInfo {
   const file = cfg.ipam.subnetFile;
-  if (cfg.mtu !== undefined || typeof file !== 'string' || cfg.mode === 'macvlan' || cfg.mode === 'ipvlan') return cfg;
+  if (typeof file !== 'string') return { networks: [] };
   try {
-    const mtu = Number(parseEnvFile(readFileSync(file, 'utf8')).PODNET_MTU);
-    return Number.isInteger(mtu) && mtu >= 68 ? { ...cfg, mtu } : cfg;
+    const env = parseEnvFile(readFileSync(file, 'utf8'));
+    const mtu = Number(env.PODNET_MTU);
+    return {
+      mtu: Number.isInteger(mtu) && mtu >= 68 && cfg.mode !== 'macvlan' && cfg.mode !== 'ipvlan' ? mtu : undefined,
+      networks: [env.PODNET_NETWORK, env.PODNET_IPV6_NETWORK].filter((x): x is string => !!x),
+    };
   } catch {
-    return cfg; // IPAM reports the missing lease with its own code (11)
+    return { networks: [] }; // IPAM reports the missing lease with its own code (11)
   }
 }
 
@@ -90,7 +100,9 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
     name: 'podnet',
 
     async add(ctx) {
-      const cfg = withLeaseMtu(parsePodnetConfig(ctx.conf));
+      const parsed = parsePodnetConfig(ctx.conf);
+      const lease = leaseInfo(parsed);
+      const cfg = parsed.mtu === undefined && lease.mtu ? { ...parsed, mtu: lease.mtu } : parsed;
       const mode = MODES[cfg.mode];
       const a = attachment(ctx, cfg);
       await mode.preflight(a, deps);
@@ -106,7 +118,11 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
         if (cfg.mode === 'routed' || (cfg.mode === 'bridge' && cfg.isGateway)) await ensureForwarding(deps, addrs);
         if (cfg.ipMasq) {
           const owner = masqOwner(cfg.name, a.containerId, a.ifname);
-          const entries: MasqEntry[] = ips.map((i) => ({ ip: ipOnly(i.address), network: formatCidr(masked(parseCidr(i.address))) }));
+          const entries: MasqEntry[] = ips.map((i) => {
+            const own = masked(parseCidr(i.address));
+            const cluster = lease.networks.find((n) => parseCidr(n).family === own.family);
+            return { ip: ipOnly(i.address), network: cluster ?? formatCidr(own) };
+          });
           await masqAdd(deps.nft, deps.host, entries, owner);
           undo.push('remove masquerade elements', async () => void (await masqRemoveOwners(deps.nft, deps.host, new Set([owner]))));
         }

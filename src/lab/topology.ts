@@ -69,12 +69,10 @@ export function nextNodeIndex(s: LabState): number {
   throw new Error(`the lab has ${MAX_NODE_INDEX} nodes already`);
 }
 
-/** Pod MTU: the vxlan device takes 50 bytes of the underlay's 1500 for its headers. */
-export function podMtu(s: LabState): number {
-  return s.backend === 'vxlan' ? 1450 : 1500;
-}
-
-/** The node's conflist: what a kubelet node would have in /etc/cni/net.d. */
+/**
+ * The node's conflist: what a kubelet node would have in /etc/cni/net.d. No subnet and no MTU:
+ * the plugin takes both from the agent's subnet file, as flannel's CNI does.
+ */
 export function nodeConflist(s: LabState, n: LabNode): Record<string, unknown> {
   return {
     cniVersion: '1.0.0',
@@ -89,7 +87,6 @@ export function nodeConflist(s: LabState, n: LabNode): Record<string, unknown> {
         isDefaultGateway: true,
         ipMasq: true,
         hairpinMode: true,
-        mtu: podMtu(s),
         ipam: { type: 'podnet-ipam', subnetFile: n.subnetFile, dataDir: join(n.dir, 'ipam') },
       },
     ],

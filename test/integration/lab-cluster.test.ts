@@ -116,9 +116,7 @@ test('a node added later is reachable from every pod; a node removed leaves no r
   assert.deepEqual(netnsWithPrefix(`pnlab-${l}-`), []);
 });
 
-// todo until the agent's bundle loads etcd3: dist/podnet.mjs fails with "__dirname is not
-// defined" (esbuild ESM output of @grpc/proto-loader); the lab's part (members, health) works
-test('lab up --store etcd --etcd-members 3: pods on different nodes reach each other', { skip, todo: 'agent bundle: etcd3 needs __dirname', timeout: 240_000 }, () => {
+test('lab up --store etcd --etcd-members 3: pods on different nodes reach each other', { skip, timeout: 240_000 }, () => {
   const l = labName('e');
   let r = cli(['up', '--name', l, '--nodes', '2', '--store', 'etcd', '--etcd-members', '3']);
   try {
