@@ -87,7 +87,7 @@ async function round(backend: 'vxlan' | 'host-gw', storeKind: 'file' | 'etcd', e
   const conf = join(tmp, `net-${backend}.json`);
   writeFileSync(conf, JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 24, Backend: { Type: backend } }));
   const t0 = performance.now();
-  const agent = spawn('ip', ['netns', 'exec', NODE, process.execPath, join(REPO, 'dist/podnet.mjs'), 'agent', '--config', conf, '--store', storeUrl, '--etcd-endpoints', etcdUrl, '--etcd-prefix', prefix, '--socket', join(tmp, `a${r}.sock`), '--subnet-file', join(tmp, `subnet${r}.env`), '--data-dir', join(tmp, `data-${backend}-${storeKind}-${r}`), '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const agent = spawn('ip', ['netns', 'exec', NODE, process.execPath, join(REPO, 'dist/podnet.mjs'), 'agent', '--config', conf, '--store', storeUrl, '--etcd-endpoints', etcdUrl, '--etcd-prefix', prefix, '--socket', join(tmp, `a${r}.sock`), '--subnet-file', join(tmp, `subnet${r}.env`), '--data-dir', join(tmp, `data-${backend}-${storeKind}-${r}`), '--log-level', process.env.BENCH_AGENT_LOG_LEVEL ?? 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(agent);
   await waitFor(() => countPodnetRoutes() >= PEERS, 60_000);
   const all = performance.now() - t0;

@@ -89,6 +89,9 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   let running = false;
   let again = false;
   let stopped = false;
+  // lease events reconcile against the state known from the last pass; the periodic resync
+  // (and any pass after a failure) reads the kernel in full and repairs drift
+  let wantFull = true;
   const watcher = new LeaseWatcher(store, () => schedule(), log.child({ subsys: 'leases' }), prefix);
   const reconcileNow = async () => {
     if (running) {
@@ -98,9 +101,12 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
     running = true;
     try {
       const peers = [...watcher.leases.values()].filter((l) => l.subnet !== held.lease.subnet);
-      const report = await reconciler.reconcile(held.lease, peers);
+      const full = wantFull;
+      wantFull = false;
+      const report = await reconciler.reconcile(held.lease, peers, { full });
       for (const err of report.errors) log.error('peer refused', { ...err });
     } catch (e) {
+      wantFull = true;
       log.error('reconcile failed (retried on the next change or resync)', { error: (e as Error).message });
     } finally {
       running = false;
@@ -119,7 +125,10 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
     }, 5);
   };
   await watcher.start();
-  const resync = setInterval(() => schedule(), o.resyncSeconds * 1000);
+  const resync = setInterval(() => {
+    wantFull = true;
+    schedule();
+  }, o.resyncSeconds * 1000);
 
   // keep the lease alive; a store outage leaves the datapath as it is
   const keepAlive = setInterval(async () => {
