@@ -428,8 +428,29 @@ export class NetlinkAdapter implements KernelAdapter {
         this.send(sock, ['netlink', C.RTM_NAMES[type], JSON.stringify(op.route)], (s) => M.routeMsg(s, type, req));
         return;
       }
+      case 'neigh-replace':
+      case 'neigh-del': {
+        const index = this.index(sock, op.dev);
+        const family = ipFamily(op.dst) === 6 ? C.AF_INET6 : C.AF_INET;
+        const del = op.op === 'neigh-del';
+        const type = del ? C.RTM_DELNEIGH : C.RTM_NEWNEIGH;
+        const lladdr = op.op === 'neigh-replace' ? op.lladdr : undefined;
+        this.send(sock, ['netlink', C.RTM_NAMES[type], op.dst, 'dev', op.dev], (s) => M.neighMsg(s, type, { family, index, dst: op.dst, lladdr, state: C.NUD_PERMANENT, flags: 0, mode: 'replace' }));
+        return;
+      }
+      case 'fdb-replace':
+      case 'fdb-append':
+      case 'fdb-del': {
+        const index = this.index(sock, op.dev);
+        const del = op.op === 'fdb-del';
+        const type = del ? C.RTM_DELNEIGH : C.RTM_NEWNEIGH;
+        this.send(sock, ['netlink', C.RTM_NAMES[type], 'AF_BRIDGE', op.mac, 'dev', op.dev, ...(op.dst ? ['dst', op.dst] : [])], (s) =>
+          M.neighMsg(s, type, { family: C.AF_BRIDGE, index, dst: op.dst, lladdr: op.mac, state: C.NUD_PERMANENT, flags: C.NTF_SELF, mode: op.op === 'fdb-append' ? 'append' : 'replace' }),
+        );
+        return;
+      }
       default:
-        throw new Error(`netlink adapter: op ${op.op} is not implemented`);
+        throw new Error(`netlink adapter: op ${(op as KernelOp).op} is not implemented`);
     }
   }
 
@@ -550,6 +571,16 @@ export function implemented(op: KernelOp): boolean {
     case 'route-add':
     case 'route-del':
       return op.route.proto === undefined || protoNumber(op.route.proto) !== undefined;
+    case 'neigh-replace':
+    case 'neigh-del':
+      return true;
+    // podnet's FDB entries are the vxlan device's own (self); master entries stay with iproute2
+    case 'fdb-replace':
+      return !op.master && (op.self === true || op.dst !== undefined);
+    case 'fdb-append':
+      return true;
+    case 'fdb-del':
+      return true;
     default:
       return false;
   }

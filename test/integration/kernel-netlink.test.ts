@@ -263,7 +263,7 @@ describe('kernel adapter (netlink)', () => {
     assert.match((ex as Error).message, /File exists \(EEXIST\)/);
   });
 
-  it('hands unimplemented ops to iproute2 in batches, numbering their failures in the whole plan', async () => {
+  it('hands unimplemented ops to iproute2 in batches (neighbours and FDB go through netlink), numbering failures in the whole plan', async () => {
     const spawns = fallback.spawns;
     await nl.apply(byName(A), [
       { op: 'link-add', spec: { kind: 'vxlan', name: 'vx0', vni: 42, dstport: 4789, dev: 'br0', learning: false } },
@@ -271,7 +271,20 @@ describe('kernel adapter (netlink)', () => {
       { op: 'link-set', name: 'vx0', up: true, mtu: 1400 },
       { op: 'neigh-replace', dev: 'br0', dst: '10.60.0.7', lladdr: '02:00:00:00:00:07' },
     ]);
-    assert.equal(fallback.spawns - spawns, 3, 'ip batch (vxlan), bridge batch (fdb), ip batch (neigh)');
+    assert.equal(fallback.spawns - spawns, 1, 'one ip batch (vxlan); fdb and neigh through netlink');
+    const fdb = await fallback.fdb(byName(A), 'vx0');
+    assert.ok(fdb.some((e) => e.mac === '00:00:00:00:00:00' && e.dst === '10.60.0.2'), JSON.stringify(fdb));
+    const neigh = await fallback.neighbours(byName(A), 'br0');
+    assert.ok(neigh.some((n) => n.dst === '10.60.0.7' && n.lladdr === '02:00:00:00:00:07' && n.state.includes('PERMANENT')), JSON.stringify(neigh));
+    await nl.apply(byName(A), [
+      { op: 'fdb-replace', dev: 'vx0', mac: '02:00:00:00:00:09', dst: '10.60.0.9', self: true, permanent: true },
+      { op: 'fdb-del', dev: 'vx0', mac: '00:00:00:00:00:00', dst: '10.60.0.2' },
+      { op: 'fdb-del', dev: 'vx0', mac: '00:00:00:00:00:00', dst: '10.60.0.2', ignoreMissing: true },
+      { op: 'neigh-del', dev: 'br0', dst: '10.60.0.7' },
+    ]);
+    const fdb2 = await fallback.fdb(byName(A), 'vx0');
+    assert.ok(fdb2.some((e) => e.mac === '02:00:00:00:00:09' && e.dst === '10.60.0.9') && !fdb2.some((e) => e.dst === '10.60.0.2'), JSON.stringify(fdb2));
+    assert.equal((await fallback.neighbours(byName(A), 'br0')).some((n) => n.dst === '10.60.0.7'), false);
     const vx = await parity(byName(A), 'vx0');
     assert.equal(vx.kind, 'vxlan');
     assert.equal(vx.mtu, 1400);

@@ -47,6 +47,17 @@ export const RTM_GETADDR = 22;
 export const RTM_NEWROUTE = 24;
 export const RTM_DELROUTE = 25;
 export const RTM_GETROUTE = 26;
+export const RTM_NEWNEIGH = 28;
+export const RTM_DELNEIGH = 29;
+export const NLM_F_APPEND = 0x800;
+// neighbour attributes, states and flags (linux/neighbour.h)
+export const NDA_DST = 1;
+export const NDA_LLADDR = 2;
+export const NUD_PERMANENT = 0x80;
+export const NTF_SELF = 0x02;
+export const NTF_MASTER = 0x04;
+// struct ndmsg { u8 family; u8 pad1; u16 pad2; s32 ifindex; u16 state; u8 flags; u8 type; } = 12 bytes
+export const NDMSG_LEN = 12;
 
 /** message type → name, for error argv and messages */
 export const RTM_NAMES: Record<number, string> = {
@@ -60,6 +71,8 @@ export const RTM_NAMES: Record<number, string> = {
   24: 'RTM_NEWROUTE',
   25: 'RTM_DELROUTE',
   26: 'RTM_GETROUTE',
+  28: 'RTM_NEWNEIGH',
+  29: 'RTM_DELNEIGH',
 };
 
 // struct ifinfomsg { u8 family; u8 pad; u16 type; s32 index; u32 flags; u32 change; } = 16 bytes

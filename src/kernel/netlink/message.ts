@@ -579,3 +579,32 @@ export function formatIp(b: Buffer): string {
   if (best >= 0 && best + bestLen === 8) out += ':';
   return out;
 }
+
+export interface NeighReq {
+  /** AF_INET/AF_INET6 for a neighbour, AF_BRIDGE for an FDB entry */
+  family: number;
+  index: number;
+  dst?: string;
+  lladdr?: string;
+  state: number;
+  flags: number;
+  /** RTM_NEWNEIGH: NLM_F_REPLACE (`neigh replace`, `fdb replace`) or NLM_F_APPEND (`fdb append`) */
+  mode?: 'replace' | 'append';
+}
+
+/** RTM_NEWNEIGH / RTM_DELNEIGH as `ip neigh replace|del` and `bridge fdb replace|append|del` send them. */
+export function neighMsg(seq: number, type: typeof C.RTM_NEWNEIGH | typeof C.RTM_DELNEIGH, o: NeighReq): Buffer {
+  const hdr = Buffer.alloc(C.NDMSG_LEN);
+  hdr.writeUInt8(o.family, 0);
+  hdr.writeInt32LE(o.index, 4);
+  hdr.writeUInt16LE(o.state, 8);
+  hdr.writeUInt8(o.flags, 10);
+  const attrs: Buffer[] = [];
+  if (o.lladdr) attrs.push(attr(C.NDA_LLADDR, macBytes(o.lladdr)));
+  if (o.dst) attrs.push(attr(C.NDA_DST, ipBytes(o.dst).bytes));
+  const nlf =
+    type === C.RTM_DELNEIGH
+      ? CHANGE
+      : C.NLM_F_REQUEST | C.NLM_F_ACK | C.NLM_F_CREATE | (o.mode === 'append' ? C.NLM_F_APPEND : C.NLM_F_REPLACE);
+  return nlmsg(type, nlf, seq, hdr, attrs);
+}
