@@ -21,11 +21,18 @@ export function peerName(p: NodeLease): string {
   return `${p.nodeName ? `${p.nodeName} ` : ''}(subnet ${p.subnet}, public IP ${p.publicIP})`;
 }
 
-/** a canonical CIDR in network form, or undefined */
+const canonCidrs = new Map<string, string | null>();
+
+/** a canonical CIDR in network form, or undefined (memoized: every pass asks for every peer's) */
 export function canonCidr(s: string | undefined): string | undefined {
   if (!s) return undefined;
+  const hit = canonCidrs.get(s);
+  if (hit !== undefined) return hit ?? undefined;
   const c = tryParseCidr(s);
-  return c ? formatCidr(masked(c)) : undefined;
+  const r = c ? formatCidr(masked(c)) : undefined;
+  if (canonCidrs.size >= 100_000) canonCidrs.clear();
+  canonCidrs.set(s, r ?? null);
+  return r;
 }
 
 export function isPodnetRoute(r: Route): boolean {

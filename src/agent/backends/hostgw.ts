@@ -12,7 +12,7 @@
 //   - No device, no MTU overhead: pods use the underlay MTU.
 import type { NodeLease } from '../lease.js';
 import { contains, formatCidr, masked, tryParseCidr, tryParseIP, type Cidr } from '../../util/ip.js';
-import { diffRoutes, peerError, peerName, validatePeers, type DesiredRoute } from './common.js';
+import { canonCidr, diffRoutes, peerError, peerName, validatePeers, type DesiredRoute } from './common.js';
 import { PODNET_RTPROTO_STR, type ActualState, type Backend, type DeviceContext, type DeviceResult, type PeerError, type PeerPlan } from './types.js';
 
 export interface HostGwConfig {
@@ -55,7 +55,7 @@ export class HostGwBackend implements Backend {
     const describeConnected = (fam: 4 | 6): string => connected.filter((c) => c.family === fam).map(formatCidr).join(', ') || 'none';
 
     const desired: DesiredRoute[] = [];
-    for (const { lease: p, v4, v6 } of validatePeers(own, peers, errors)) {
+    for (const { lease: p, v6 } of validatePeers(own, peers, errors)) {
       if (tryParseIP(p.publicIP)?.family !== 4) {
         errors.push(peerError(p, `peer ${peerName(p)}: host-gw routes IPv4 pod subnets via an IPv4 public IP: skipped`));
         continue;
@@ -69,7 +69,7 @@ export class HostGwBackend implements Backend {
         );
         continue;
       }
-      desired.push({ peer: p, spec: { dst: formatCidr(masked(v4)), gateway: p.publicIP, dev: this.iface, proto: PODNET_RTPROTO_STR } });
+      desired.push({ peer: p, spec: { dst: canonCidr(p.subnet)!, gateway: p.publicIP, dev: this.iface, proto: PODNET_RTPROTO_STR } });
       if (v6 && own.ipv6Subnet) {
         // the IPv4 route stands on its own: an IPv6 problem is reported without withdrawing it
         if (!p.publicIPv6 || tryParseIP(p.publicIPv6)?.family !== 6) {
@@ -77,7 +77,7 @@ export class HostGwBackend implements Backend {
         } else if (!onLink(p.publicIPv6)) {
           errors.push(peerError(p, `peer ${peerName(p)}: IPv6 public IP ${p.publicIPv6} is outside ${this.iface}'s connected subnets (${describeConnected(6)}); its IPv6 subnet is not routed`));
         } else {
-          desired.push({ peer: p, spec: { dst: formatCidr(masked(v6)), gateway: p.publicIPv6, dev: this.iface, proto: PODNET_RTPROTO_STR } });
+          desired.push({ peer: p, spec: { dst: canonCidr(p.ipv6Subnet)!, gateway: p.publicIPv6, dev: this.iface, proto: PODNET_RTPROTO_STR } });
         }
       }
     }

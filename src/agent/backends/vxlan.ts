@@ -29,8 +29,8 @@
 //     in 5.7 (ea64d8d6c675); podnet requires a newer kernel and does not turn offloads off.
 import type { KernelOp, Link } from '../../kernel/types.js';
 import type { NodeLease } from '../lease.js';
-import { canonicalIP, formatCidr, formatIP, masked, network, parseCidr, tryParseIP } from '../../util/ip.js';
-import { diffRoutes, peerError, peerName, validatePeers, type DesiredRoute } from './common.js';
+import { canonicalIP, formatIP, network, parseCidr, tryParseIP } from '../../util/ip.js';
+import { canonCidr, diffRoutes, peerError, peerName, validatePeers, type DesiredRoute } from './common.js';
 import { DEFAULT_VNI, DEFAULT_VXLAN_PORT, PODNET_RTPROTO_STR, type ActualState, type Backend, type DeviceContext, type DeviceResult, type PeerError, type PeerPlan } from './types.js';
 
 export interface VxlanConfig {
@@ -175,7 +175,7 @@ export class VxlanBackend implements Backend {
     const ownMac = normMac(own.backendData?.VtepMAC);
     const macOwner = new Map<string, NodeLease>();
     const ok: { p: NodeLease; mac: string; v4: string; v6?: string }[] = [];
-    for (const { lease: p, v4, v6 } of validatePeers(own, peers, errors)) {
+    for (const { lease: p, v6 } of validatePeers(own, peers, errors)) {
       const mac = normMac(p.backendData?.VtepMAC);
       if (!mac) {
         errors.push(peerError(p, `peer ${peerName(p)}: lease has no valid VtepMAC (${JSON.stringify(p.backendData?.VtepMAC)}): skipped until it has`));
@@ -196,7 +196,7 @@ export class VxlanBackend implements Backend {
         continue;
       }
       macOwner.set(mac, p);
-      ok.push({ p, mac, v4: formatCidr(masked(v4)), ...(v6 && own.ipv6Subnet ? { v6: formatCidr(masked(v6)) } : {}) });
+      ok.push({ p, mac, v4: canonCidr(p.subnet)!, ...(v6 && own.ipv6Subnet ? { v6: canonCidr(p.ipv6Subnet)! } : {}) });
     }
 
     const desiredRoutes: DesiredRoute[] = [];
