@@ -3,22 +3,14 @@
 import { startCniServer } from './cni-server.js';
 import { createLogger, type Level } from '../util/log.js';
 import { cniLogger } from '../cni/run.js';
+import type { ClusterOptions } from './cluster.js';
 
-export interface AgentOptions {
+/** The cluster side's options, plus the CNI socket; config and store are optional (CNI only). */
+export interface AgentOptions extends Omit<ClusterOptions, 'configPath' | 'store' | 'log'> {
   socket: string;
   logLevel: string;
   config?: string;
   store?: string;
-  etcdEndpoints: string[];
-  etcdPrefix: string;
-  iface?: string;
-  publicIP?: string;
-  nodeName: string;
-  subnetFile: string;
-  dataDir: string;
-  ipMasq: boolean;
-  leaseTtl: number;
-  resyncSeconds: number;
 }
 
 export async function runAgent(o: AgentOptions): Promise<void> {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { installCni, packageRoot } from '../cni/install.js';
 import { SUPPORTED_VERSIONS } from '../cni/version.js';
 import { Progress } from '../util/progress.js';
+import { pingFrom } from '../util/ping.js';
 
 const STATE = '/run/podnet-demo.json';
 
@@ -53,18 +54,7 @@ function cni(binDir: string, nodeNs: string, command: string, pod: DemoPod, sock
   }
 }
 
-function ping(ns: string, dst: string): boolean {
-  // a second try covers the first packet waiting on neighbour discovery
-  for (let i = 0; i < 2; i++) {
-    try {
-      execFileSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W2', dst], { stdio: 'ignore' });
-      return true;
-    } catch {
-      /* retry */
-    }
-  }
-  return false;
-}
+const ping = (ns: string, dst: string): boolean => pingFrom(ns, dst);
 
 function cleanupFrom(state: { prefix: string; tmp: string; agentPid?: number }): void {
   if (state.agentPid) {

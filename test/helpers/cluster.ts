@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetnsFixture, RUN_PREFIX } from './netns.js';
+import { pingFrom } from '../../src/util/ping.js';
 import { ensureBuilt } from './cni.js';
 import { installCni } from '../../src/cni/install.js';
 import { SUPPORTED_VERSIONS } from '../../src/cni/version.js';
@@ -154,15 +155,7 @@ export class TestCluster {
   }
 
   ping(ns: string, dst: string, extra: string[] = []): boolean {
-    for (let i = 0; i < 2; i++) {
-      try {
-        execFileSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W2', ...extra, dst], { stdio: 'ignore' });
-        return true;
-      } catch {
-        /* retry once */
-      }
-    }
-    return false;
+    return pingFrom(ns, dst, extra);
   }
 
   async cleanup(): Promise<void> {

@@ -6,6 +6,7 @@ import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetnsFixture, RUN_PREFIX } from './netns.js';
+import { pingFrom } from '../../src/util/ping.js';
 import { installCni } from '../../src/cni/install.js';
 import { SUPPORTED_VERSIONS } from '../../src/cni/version.js';
 
@@ -130,17 +131,8 @@ export class CniHarness {
     }
   }
 
-  /** One echo answered within 2 s, with a second try for a first packet held up by neighbour discovery. */
-  ping(ns: string, dst: string): boolean {
-    for (let i = 0; i < 2; i++) {
-      try {
-        execFileSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W2', dst], { stdio: 'ignore' });
-        return true;
-      } catch {
-        /* retry */
-      }
-    }
-    return false;
+  ping(ns: string, dst: string, extra: string[] = []): boolean {
+    return pingFrom(ns, dst, extra);
   }
 
   nodeLinks(): { ifname: string; ifalias?: string }[] {
