@@ -161,6 +161,9 @@ test('which ops the netlink path implements (the rest go to iproute2)', () => {
   assert.equal(implemented({ op: 'addr-del', dev: 'a', cidr: '10.0.0.1' }), false);
   assert.equal(implemented({ op: 'route-add', route: { dst: 'default', gateway: '10.0.0.1', proto: 'static' } }), true);
   assert.equal(implemented({ op: 'route-add', route: { dst: 'default', gateway: '10.0.0.1', proto: 'mything' } }), false);
-  assert.equal(implemented({ op: 'neigh-del', dev: 'a', dst: '10.0.0.1' }), false);
-  assert.equal(implemented({ op: 'fdb-del', dev: 'a', mac: '02:00:00:00:00:01' }), false);
+  // neighbours and the vxlan device's own FDB entries go through netlink; a bridge's (master) FDB does not
+  assert.equal(implemented({ op: 'neigh-del', dev: 'a', dst: '10.0.0.1' }), true);
+  assert.equal(implemented({ op: 'fdb-del', dev: 'a', mac: '02:00:00:00:00:01' }), true);
+  assert.equal(implemented({ op: 'fdb-replace', dev: 'a', mac: '02:00:00:00:00:01', dst: '10.0.0.2', self: true, permanent: true }), true);
+  assert.equal(implemented({ op: 'fdb-replace', dev: 'a', mac: '02:00:00:00:00:01', master: true }), false);
 });
