@@ -44,6 +44,10 @@ export function mergeResults(prev: CniResult | undefined, ours: CniResult): CniR
   };
 }
 
+export function isOrphanHostVeth(l: { name: string; alias?: string; master?: string; up: boolean }): boolean {
+  return /^veth[0-9a-f]{11}$/.test(l.name) && !l.alias && !l.master && !l.up;
+}
+
 function validAttachments(conf: Record<string, unknown>): GcAttachment[] {
   const raw = conf['cni.dev/valid-attachments'] ?? conf['cni.dev/attachments'];
   // without the list, "everything else is stale" would mean every pod on the node
@@ -196,9 +200,13 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
       const validSet = new Set(valid.map((v) => `${v.containerID}/${v.ifname}`));
       if (MODES[cfg.mode].ownsHostLinks) {
         try {
+          const validNames = new Set(valid.map((v) => hostVethName(v.containerID, v.ifname)));
           const stale = (await deps.kernel.links(deps.host)).filter((l) => {
             const o = parseOwnerAlias(l.alias);
-            return o && o.network === cfg.name && !validSet.has(`${o.containerId}/${o.ifname}`);
+            if (o) return o.network === cfg.name && !validSet.has(`${o.containerId}/${o.ifname}`);
+            // an ADD killed between creating the pair and marking it leaves a bare veth: podnet's
+            // name, no owner, no bridge, down (an ADD in flight holds that state for microseconds)
+            return l.kind === 'veth' && isOrphanHostVeth(l) && !validNames.has(l.name);
           });
           if (stale.length) await deps.kernel.apply(deps.host, stale.map((l) => ({ op: 'link-del', name: l.name, ignoreMissing: true }) as const));
           ctx.log.info('GC removed stale links', { count: stale.length });

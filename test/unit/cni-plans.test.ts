@@ -97,3 +97,14 @@ test('chained results append and keep interface indices', () => {
   assert.deepEqual(m.interfaces?.map((i) => i.name), ['a', 'b', 'c']);
   assert.deepEqual(m.ips?.map((i) => i.interface), [0, 2]);
 });
+
+test('GC recognises a bare host veth left by a killed ADD, and nothing else', async () => {
+  const { isOrphanHostVeth } = await import('../../src/cni/plugin.js');
+  const name = hostVethName('c1', 'eth0');
+  assert.equal(isOrphanHostVeth({ name, up: false }), true);
+  assert.equal(isOrphanHostVeth({ name, up: true }), false);
+  assert.equal(isOrphanHostVeth({ name, up: false, master: 'cni0' }), false);
+  assert.equal(isOrphanHostVeth({ name, up: false, alias: 'x' }), false);
+  assert.equal(isOrphanHostVeth({ name: 'veth1234abcd', up: false }), false);
+  assert.equal(isOrphanHostVeth({ name: 'eth0', up: false }), false);
+});
