@@ -1,5 +1,5 @@
 // Test namespaces are fixtures: unique prefix per run, always removed, leftovers fail the run.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 
 export const RUN_PREFIX = `pnt${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
@@ -27,12 +27,34 @@ export function delNetns(name: string): void {
   sh('ip', ['netns', 'del', name], { allowFail: true });
 }
 
-/** Namespaces left over by this run (with this process' prefix). */
-export function leftoverNetns(): string[] {
+/** Namespaces whose name starts with `prefix`. */
+export function netnsWithPrefix(prefix: string): string[] {
   return sh('ip', ['netns', 'list'], { allowFail: true })
     .split('\n')
     .map((l) => l.split(' ')[0])
-    .filter((n) => n && n.startsWith(RUN_PREFIX));
+    .filter((n) => n && n.startsWith(prefix));
+}
+
+/** Namespaces left over by this run (with this process' prefix). */
+export function leftoverNetns(): string[] {
+  return netnsWithPrefix(RUN_PREFIX);
+}
+
+/**
+ * A process parked in the netns, so /proc/PID/ns/net is a netns path that is not under
+ * /run/netns. The caller kills `child` when done.
+ */
+export async function parkInNetns(ns: string): Promise<{ path: string; child: ChildProcess }> {
+  const child = spawn('ip', ['netns', 'exec', ns, 'sleep', '600'], { stdio: 'ignore' });
+  const path = `/proc/${child.pid}/ns/net`;
+  // ip netns exec execs sleep in place; wait until the PID has switched netns
+  const want = sh('stat', ['-L', '-c', '%i', `/run/netns/${ns}`]).trim();
+  for (let i = 0; i < 100; i++) {
+    if (sh('stat', ['-L', '-c', '%i', path], { allowFail: true }).trim() === want) return { path, child };
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`sleeper ${child.pid} never entered ${ns}`);
 }
 
 /** A group of namespaces removed together; use in before/after hooks. */

@@ -3,8 +3,8 @@
 // adapter on the same objects.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { NetnsFixture, delNetns, leftoverNetns, makeNetns, sh } from '../helpers/netns.js';
+import type { ChildProcess } from 'node:child_process';
+import { NetnsFixture, delNetns, leftoverNetns, makeNetns, sh, parkInNetns } from '../helpers/netns.js';
 import { Iproute2Adapter } from '../../src/kernel/iproute2.js';
 import { NetlinkAdapter } from '../../src/kernel/netlink-adapter.js';
 import { KernelError, isExists, isNotFound } from '../../src/kernel/exec.js';
@@ -19,17 +19,10 @@ const byName = (name: string): NetnsRef => ({ kind: 'name', name });
 const sleepers: ChildProcess[] = [];
 const extraNs: string[] = [];
 
-/** A process parked in the netns, so /proc/PID/ns/net is a netns path that is not under /run/netns. */
 async function parkedPath(ns: string): Promise<string> {
-  const child = spawn('ip', ['netns', 'exec', ns, 'sleep', '600'], { stdio: 'ignore' });
+  const { path, child } = await parkInNetns(ns);
   sleepers.push(child);
-  const path = `/proc/${child.pid}/ns/net`;
-  const want = sh('stat', ['-L', '-c', '%i', `/run/netns/${ns}`]).trim();
-  for (let i = 0; i < 100; i++) {
-    if (sh('stat', ['-L', '-c', '%i', path], { allowFail: true }).trim() === want) return path;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`sleeper ${child.pid} never entered ${ns}`);
+  return path;
 }
 
 /** Both adapters' view of a link, without iproute2's free-form kind data (not read through netlink). */

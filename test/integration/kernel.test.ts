@@ -1,8 +1,8 @@
 // The kernel adapter against the real kernel, in throw-away namespaces only.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { NetnsFixture, leftoverNetns, nsExec, sh } from '../helpers/netns.js';
+import type { ChildProcess } from 'node:child_process';
+import { NetnsFixture, leftoverNetns, nsExec, parkInNetns } from '../helpers/netns.js';
 import { Iproute2Adapter } from '../../src/kernel/iproute2.js';
 import { NftCli } from '../../src/kernel/nft.js';
 import { KernelError, isExists, isNotFound } from '../../src/kernel/exec.js';
@@ -13,18 +13,10 @@ const k = new Iproute2Adapter();
 const byName = (name: string): NetnsRef => ({ kind: 'name', name });
 const sleepers: ChildProcess[] = [];
 
-/** A process parked in the netns, so /proc/PID/ns/net is a netns path that is not under /run/netns. */
 async function parkedPath(ns: string): Promise<string> {
-  const child = spawn('ip', ['netns', 'exec', ns, 'sleep', '600'], { stdio: 'ignore' });
+  const { path, child } = await parkInNetns(ns);
   sleepers.push(child);
-  const path = `/proc/${child.pid}/ns/net`;
-  // ip netns exec execs sleep in place; wait until the PID has switched netns.
-  const want = sh('stat', ['-L', '-c', '%i', `/run/netns/${ns}`]).trim();
-  for (let i = 0; i < 100; i++) {
-    if (sh('stat', ['-L', '-c', '%i', path], { allowFail: true }).trim() === want) return path;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`sleeper ${child.pid} never entered ${ns}`);
+  return path;
 }
 
 after(() => {

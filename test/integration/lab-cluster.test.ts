@@ -1,6 +1,8 @@
 // The lab with its agents: 3 nodes, 2 pods per node, every pod pings every other pod (vxlan and
 // host-gw, through `lab demo`), a node added later is reachable, a node removed leaves no route
 // behind on its peers, and the etcd store. Everything in a temp PODNET_LAB_DIR under unique names.
+import { labCli } from '../helpers/lab.js';
+import { netnsWithPrefix } from '../helpers/netns.js';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -21,22 +23,8 @@ function labName(suffix: string): string {
   return n;
 }
 
-function cli(args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src/lab/standalone.ts'), 'lab', ...args], {
-    encoding: 'utf8',
-    cwd: ROOT,
-    env: { ...process.env, PODNET_LAB_DIR: LAB_DIR },
-    timeout: 240_000,
-  });
-  return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (args: string[]) => labCli(LAB_DIR, args, { timeoutMs: 240_000 });
 
-function netnsWithPrefix(prefix: string): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .map((l) => l.split(' ')[0])
-    .filter((n) => n && n.startsWith(prefix));
-}
 
 /** The cluster side of `podnet agent` is what these tests need; without it they are skipped. */
 function agentHasClusterSide(): boolean {

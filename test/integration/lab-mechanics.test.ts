@@ -1,6 +1,8 @@
 // The lab's own mechanics, without agents: topology in namespaces, the state file, two labs side
 // by side, pods through the node's CNI client (standalone, with a hand-written subnet file), exec,
 // and `lab down` removing everything after a crash of `lab up` or with half the namespaces gone.
+import { labCli } from '../helpers/lab.js';
+import { netnsWithPrefix } from '../helpers/netns.js';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -23,23 +25,8 @@ function labName(suffix: string): string {
   return n;
 }
 
-function cli(args: string[], opts: { input?: string } = {}): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src/lab/standalone.ts'), 'lab', ...args], {
-    encoding: 'utf8',
-    cwd: ROOT,
-    env: { ...process.env, PODNET_LAB_DIR: LAB_DIR },
-    input: opts.input,
-    timeout: 120_000,
-  });
-  return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (args: string[], opts: { input?: string } = {}) => labCli(LAB_DIR, args, { ...opts, timeoutMs: 120_000 });
 
-function netnsWithPrefix(prefix: string): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .map((l) => l.split(' ')[0])
-    .filter((n) => n && n.startsWith(prefix));
-}
 
 function state(name: string): import('../../src/lab/state.js').LabState {
   return JSON.parse(readFileSync(join(LAB_DIR, name, 'state.json'), 'utf8'));
