@@ -186,22 +186,22 @@ export class Iproute2Adapter implements KernelAdapter {
     return routes.filter((r) => (r.table ?? 254) === table).map((r) => ({ ...r, table }));
   }
 
-  async neighbours(ns: NetnsRef, dev?: string): Promise<Neighbour[]> {
-    const args = ['-j', 'neigh', 'show'];
+  /** `<tool> -j <object> show [dev DEV]`, the device validated first. */
+  private showOnDev(ns: NetnsRef, tool: 'ip' | 'bridge', object: string, dev: string | undefined, what: string) {
+    const args = ['-j', object, 'show'];
     if (dev !== undefined) {
       validateIfName(dev);
       args.push('dev', dev);
     }
-    return parseNeighbours(await this.ipJson(ns, 'ip', args, 'list neighbours'), dev);
+    return this.ipJson(ns, tool, args, what);
+  }
+
+  async neighbours(ns: NetnsRef, dev?: string): Promise<Neighbour[]> {
+    return parseNeighbours(await this.showOnDev(ns, 'ip', 'neigh', dev, 'list neighbours'), dev);
   }
 
   async fdb(ns: NetnsRef, dev?: string): Promise<FdbEntry[]> {
-    const args = ['-j', 'fdb', 'show'];
-    if (dev !== undefined) {
-      validateIfName(dev);
-      args.push('dev', dev);
-    }
-    return parseFdb(await this.ipJson(ns, 'bridge', args, 'list fdb'), dev);
+    return parseFdb(await this.showOnDev(ns, 'bridge', 'fdb', dev, 'list fdb'), dev);
   }
 
   async apply(ns: NetnsRef, ops: KernelOp[]): Promise<void> {

@@ -114,19 +114,21 @@ export function which(name: string): string | undefined {
 // ---------------------------------------------------------------------------
 // Processes, mounts, namespaces
 
+/** Every process on the machine but this one, as listed in /proc right now. */
+function otherPids(): number[] {
+  try {
+    return readdirSync('/proc')
+      .filter((e) => /^\d+$/.test(e) && Number(e) !== process.pid)
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /** PIDs (other than ours) whose command line mentions `needle` or whose root dir lies under it. */
 export function pidsUsing(needle: string): number[] {
   const pids: number[] = [];
-  let entries: string[] = [];
-  try {
-    entries = readdirSync('/proc');
-  } catch {
-    return pids;
-  }
-  for (const e of entries) {
-    if (!/^\d+$/.test(e)) continue;
-    const pid = Number(e);
-    if (pid === process.pid) continue;
+  for (const pid of otherPids()) {
     try {
       const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       if (cmdline.includes(needle)) {
@@ -196,22 +198,15 @@ export function unmountAllUnder(dir: string): void {
 /** PIDs whose /proc/PID/cgroup mentions one of `ids`; their cgroup paths are added to `paths`. */
 export function pidsInCgroupsMentioning(ids: string[], paths: Set<string>): number[] {
   const pids: number[] = [];
-  let entries: string[] = [];
-  try {
-    entries = readdirSync('/proc');
-  } catch {
-    return pids;
-  }
-  for (const e of entries) {
-    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+  for (const pid of otherPids()) {
     let text = '';
     try {
-      text = readFileSync(`/proc/${e}/cgroup`, 'utf8');
+      text = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
     } catch {
       continue;
     }
     if (!ids.some((id) => text.includes(id))) continue;
-    pids.push(Number(e));
+    pids.push(pid);
     for (const line of text.split('\n')) {
       const path = line.split(':').slice(2).join(':');
       if (path && ids.some((id) => path.includes(id))) paths.add(path.replace(/^\//, ''));
