@@ -37,7 +37,7 @@ export interface ProxyEngine {
    */
   partialSync(prev: ProxyModel, next: ProxyModel, node: ProxyNode): Promise<SyncResult>;
   /** What the kernel currently has (for conntrack decisions at start: flush only what really changed). */
-  programmedEndpoints(): Promise<ProgrammedEndpoints>;
+  programmedEndpoints(node: ProxyNode): Promise<ProgrammedEndpoints>;
   /** Removes everything this engine created. Idempotent. */
   cleanup(): Promise<void>;
   close?(): void;
