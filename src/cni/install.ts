@@ -98,7 +98,8 @@ export function defaultConflist(o: InstallOptions): Record<string, unknown> {
   const ipam: Record<string, unknown> = { type: 'podnet-ipam' };
   if (o.subnet) ipam.ranges = [[{ subnet: o.subnet }]];
   else ipam.subnetFile = '/run/podnet/subnet.env';
-  const plugin: Record<string, unknown> = { type: 'podnet', mode: o.mode ?? 'bridge', ipam };
+  // the runtime passes runtimeConfig.portMappings (hostPort) only to plugins that declare it
+  const plugin: Record<string, unknown> = { type: 'podnet', mode: o.mode ?? 'bridge', capabilities: { portMappings: true }, ipam };
   if ((o.mode ?? 'bridge') === 'bridge') Object.assign(plugin, { bridge: o.bridge ?? 'podnet0', isGateway: true, isDefaultGateway: true, ipMasq: true, hairpinMode: true });
   if (o.mode === 'routed') Object.assign(plugin, { ipMasq: true });
   // cniVersion is what runtimes with an older libcni (containerd 1.6, podman 4.3: results up to

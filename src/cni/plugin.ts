@@ -19,6 +19,8 @@ import { formatCidr, masked, parseCidr, parseIP } from '../util/ip.js';
 import { loadIpamConfig } from '../ipam/config.js';
 import { listReservations } from '../ipam/store.js';
 import { findRange } from '../ipam/allocator.js';
+import { hostportOwner, hostportOwnerPrefix, missingElements, parsePortMappings, planHostports, type PortMapping } from './hostport.js';
+import { ConntrackCli, flushAddConntrack, flushDelConntrack, hostportAdd, hostportRemoveOwners, listHostports, type ConntrackRunner } from './hostport-apply.js';
 
 const MODES: Record<ModeName, Mode> = { bridge: bridgeMode, routed: routedMode, macvlan: macvlanMode, ipvlan: ipvlanMode };
 
@@ -97,8 +99,27 @@ function leaseInfo(cfg: PodnetConfig): LeaseInfo {
   }
 }
 
-export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
+/** runtimeConfig.portMappings, validated; hostPorts need a node that routes to the pod. */
+function portMappings(cfg: PodnetConfig): PortMapping[] {
+  const m = parsePortMappings(cfg.runtimeConfig);
+  if (m.length && (cfg.mode === 'macvlan' || cfg.mode === 'ipvlan') && !cfg.hostReachable) {
+    throw new CniError(ErrCode.InvalidConfig, `runtimeConfig.portMappings: hostPort in ${cfg.mode} mode needs "hostReachable": true (the node must reach its pods)`);
+  }
+  return m;
+}
+
+/** DEL must not fail on a runtimeConfig it cannot read: the mappings only refine the conntrack flush. */
+function portMappingsLenient(cfg: PodnetConfig): PortMapping[] {
+  try {
+    return parsePortMappings(cfg.runtimeConfig);
+  } catch {
+    return [];
+  }
+}
+
+export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: ConntrackRunner } = {}): CniPlugin {
   const deps: ModeDeps = { kernel: over.kernel ?? defaultKernel(), nft: over.nft ?? defaultNft(), host: over.host ?? { kind: 'current' } };
+  const conntrack = over.conntrack ?? new ConntrackCli();
 
   return {
     name: 'podnet',
@@ -109,6 +130,7 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
       const cfg = parsed.mtu === undefined && lease.mtu ? { ...parsed, mtu: lease.mtu } : parsed;
       const mode = MODES[cfg.mode];
       const a = attachment(ctx, cfg);
+      const mappings = portMappings(cfg);
       await mode.preflight(a, deps);
       const ipam = ipamClient(cfg.ipamType);
       const undo = new UndoStack();
@@ -119,7 +141,8 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
         if (!ips.length) throw new CniError(ErrCode.InvalidConfig, `IPAM plugin ${cfg.ipamType} returned no IP addresses`);
         const res = await mode.add({ ...a, ips, routes: ipamRes.routes ?? [] }, deps, undo);
         const addrs = ips.map((i) => ipOnly(i.address));
-        if (cfg.mode === 'routed' || (cfg.mode === 'bridge' && cfg.isGateway)) await ensureForwarding(deps, addrs);
+        // hostPort traffic is forwarded to the pod whatever the mode
+        if (cfg.mode === 'routed' || (cfg.mode === 'bridge' && cfg.isGateway) || mappings.length) await ensureForwarding(deps, addrs);
         if (cfg.ipMasq) {
           const owner = masqOwner(cfg.name, a.containerId, a.ifname);
           const entries: MasqEntry[] = ips.map((i) => {
@@ -129,6 +152,14 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
           });
           await masqAdd(deps.nft, deps.host, entries, owner);
           undo.push('remove masquerade elements', async () => void (await masqRemoveOwners(deps.nft, deps.host, new Set([owner]))));
+        }
+        if (mappings.length) {
+          const owner = hostportOwner(cfg.name, a.containerId, a.ifname);
+          const plan = planHostports(mappings, addrs, owner);
+          await hostportAdd(deps.nft, deps.host, plan, () =>
+            undo.push('remove hostPort elements', async () => void (await hostportRemoveOwners(deps.nft, deps.host, (o) => o === owner))),
+          );
+          await flushAddConntrack(conntrack, deps.host, plan.elements);
         }
         const dns = ipamRes.dns && Object.keys(ipamRes.dns).length ? ipamRes.dns : (cfg.dns as CniResult['dns']);
         if (dns) res.dns = dns;
@@ -160,6 +191,14 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
       await step('IPAM release', () => ipamClient(cfg.ipamType).del(ctx));
       await step('remove links', () => mode.del(a, deps, ips));
       if (cfg.ipMasq) await step('remove masquerade elements', () => masqRemoveOwners(deps.nft, deps.host, new Set([masqOwner(cfg.name, a.containerId, a.ifname)])));
+      // hostPort elements go whatever the config says now (a runtime may drop runtimeConfig on
+      // DEL); then the UDP flows still translated to the pod: what the elements said, plus what
+      // runtimeConfig and prevResult say (a retried DEL finds no elements any more)
+      const hpOwner = hostportOwner(cfg.name, a.containerId, a.ifname);
+      let removed: Awaited<ReturnType<typeof hostportRemoveOwners>> = { elements: [], hairpin: [] };
+      await step('remove hostPort elements', async () => void (removed = await hostportRemoveOwners(deps.nft, deps.host, (o) => o === hpOwner)));
+      const targets = [...removed.elements, ...portMappingsLenient(cfg).flatMap((m) => ips.map((ip) => ({ protocol: m.protocol, podIP: ip, containerPort: m.containerPort })))];
+      if (targets.length) await step('flush hostPort UDP conntrack', () => flushDelConntrack(conntrack, deps.host, targets));
       if (errors.length) throw errors[0];
     },
 
@@ -173,6 +212,13 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
         const owner = masqOwner(cfg.name, a.containerId, a.ifname);
         const present = await listMasqPods(deps.nft, deps.host);
         if (!present.some((p) => p.owner === owner)) throw new CniError(ErrCode.CheckFailed, `masquerade elements for ${a.containerId}/${a.ifname} are missing from table inet podnet`);
+      }
+      const mappings = portMappings(cfg);
+      if (mappings.length) {
+        const addrs = (ctx.prevResult.ips ?? []).map((i) => ipOnly(i.address));
+        const plan = planHostports(mappings, addrs, hostportOwner(cfg.name, a.containerId, a.ifname));
+        const missing = missingElements(plan, await listHostports(deps.nft, deps.host));
+        if (missing.length) throw new CniError(ErrCode.CheckFailed, `hostPort entries for ${a.containerId}/${a.ifname} missing from table inet podnet-hostport: ${missing.join(', ')}`);
       }
     },
 
@@ -236,6 +282,16 @@ export function createPodnetPlugin(over: Partial<ModeDeps> = {}): CniPlugin {
         } catch (e) {
           errors.push(`masquerade: ${(e as Error).message}`);
         }
+      }
+      try {
+        // hostPort elements of this network's vanished attachments (whatever ipMasq or the mode)
+        const validOwners = new Set(valid.map((v) => hostportOwner(cfg.name, v.containerID, v.ifname)));
+        const prefix = hostportOwnerPrefix(cfg.name);
+        const removed = await hostportRemoveOwners(deps.nft, deps.host, (o) => o.startsWith(prefix) && !validOwners.has(o));
+        await flushDelConntrack(conntrack, deps.host, removed.elements);
+        ctx.log.info('GC removed stale hostPort elements', { count: removed.elements.length + removed.hairpin.length });
+      } catch (e) {
+        errors.push(`hostPort: ${(e as Error).message}`);
       }
       if (errors.length) throw new CniError(ErrCode.IoFailure, `GC finished with errors: ${errors.join('; ')}`);
     },
