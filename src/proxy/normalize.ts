@@ -67,6 +67,7 @@ interface ParsedPort {
 
 interface ParsedService {
   key: string;
+  frontends?: Frontend[];
   created: string;
   clusterIPs: { ip: string; family: Family }[];
   externalIPs: { ip: string; family: Family }[];
@@ -254,59 +255,127 @@ export interface NormalizeOptions {
   priorOwners?: ReadonlyMap<string, string>;
 }
 
-/** Validates and normalizes; the returned model's ports are sorted by id. */
+// The proxier normalizes the whole state on every change; unchanged objects keep their identity
+// between calls, so parsing and port building are memoized per object. Unchanged ServicePorts come
+// back as the same objects, which lets the engines skip them by identity.
+type ParseOutcome = { ok: ParsedService | undefined } | { err: ServiceProblem };
+const parseCache = new WeakMap<RawService, { range: string; out: ParseOutcome }>();
+const sliceCache = new WeakMap<RawEndpointSlice, { out: ReturnType<typeof parseSlice>; problems: ServiceProblem[] }>();
+const portsCache = new WeakMap<ParsedService, { node: ProxyNode; slices: RawEndpointSlice[]; ports: ServicePort[] }>();
+
+function parseCached(raw: RawService, node: ProxyNode): ParseOutcome {
+  const range = node.nodePortRange.join('-');
+  const hit = typeof raw === 'object' && raw !== null ? parseCache.get(raw) : undefined;
+  if (hit && hit.range === range) return hit.out;
+  let out: ParseOutcome;
+  try {
+    out = { ok: parseService(raw, node) };
+  } catch (e) {
+    if (!(e instanceof Invalid)) throw e;
+    out = { err: { service: serviceKey(raw), field: e.field, message: e.message } };
+  }
+  if (typeof raw === 'object' && raw !== null) parseCache.set(raw, { range, out });
+  return out;
+}
+
+function sameList<T>(a: T[], b: T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Validates and normalizes; ports come in the order of the services given. */
 export function normalize(state: ServiceState, node: ProxyNode, opts: NormalizeOptions = {}): ProxyModel {
   const problems: ServiceProblem[] = [];
   const parsed: ParsedService[] = [];
   const keys = new Set<string>();
   for (const raw of state.services ?? []) {
     const key = serviceKey(raw);
-    try {
-      if (keys.has(key)) throw new Invalid('metadata.name', 'a service with this namespace and name is given twice');
-      keys.add(key);
-      const p = parseService(raw, node);
-      if (p) parsed.push(p);
-    } catch (e) {
-      if (!(e instanceof Invalid)) throw e;
-      problems.push({ service: key, field: e.field, message: e.message });
+    if (keys.has(key)) {
+      problems.push({ service: key, field: 'metadata.name', message: 'a service with this namespace and name is given twice' });
+      continue;
     }
+    keys.add(key);
+    const r = parseCached(raw, node);
+    if ('err' in r) problems.push(r.err);
+    else if (r.ok) parsed.push(r.ok);
   }
 
   // Frontends (an address or node port with a protocol and port) belong to one service: the one
   // that held it before, else the oldest, else the first by name. The others are rejected whole.
+  // Only services that share a frontend are ordered; the common case (no clash) stays linear.
   const prior = opts.priorOwners ?? new Map<string, string>();
-  parsed.sort((a, b) => {
-    const pa = holdsPrior(a, prior) ? 0 : 1;
-    const pb = holdsPrior(b, prior) ? 0 : 1;
-    if (pa !== pb) return pa - pb;
-    if (a.created !== b.created) return a.created === '' ? 1 : b.created === '' ? -1 : a.created < b.created ? -1 : 1;
-    return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
-  });
-  const owners = new Map<string, string>();
-  const accepted: ParsedService[] = [];
-  for (const s of parsed) {
-    const fr = frontends(s);
-    const clash = fr.find((f) => owners.has(f.key));
-    if (clash) {
-      problems.push({ service: s.key, field: clash.field, message: `${clash.what} is already taken by service ${owners.get(clash.key)}` });
-      continue;
+  const claims = new Map<string, ParsedService | ParsedService[]>();
+  let clashing = false;
+  for (const svc of parsed) {
+    for (const f of frontends(svc)) {
+      const c = claims.get(f.key);
+      if (c === undefined) claims.set(f.key, svc);
+      else if (c !== svc) {
+        clashing = true;
+        if (Array.isArray(c)) c.push(svc);
+        else claims.set(f.key, [c, svc]);
+      }
     }
-    for (const f of fr) owners.set(f.key, s.key);
-    accepted.push(s);
+  }
+  let accepted = parsed;
+  if (clashing) {
+    const involved = new Set<ParsedService>();
+    for (const c of claims.values()) if (Array.isArray(c)) for (const x of c) involved.add(x);
+    const order = [...involved].sort((a, b) => {
+      const pa = holdsPrior(a, prior) ? 0 : 1;
+      const pb = holdsPrior(b, prior) ? 0 : 1;
+      if (pa !== pb) return pa - pb;
+      if (a.created !== b.created) return a.created === '' ? 1 : b.created === '' ? -1 : a.created < b.created ? -1 : 1;
+      return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
+    });
+    const owners = new Map<string, string>();
+    const rejected = new Set<ParsedService>();
+    for (const svc of order) {
+      const fr = frontends(svc);
+      const clash = fr.find((f) => owners.has(f.key));
+      if (clash) {
+        rejected.add(svc);
+        problems.push({ service: svc.key, field: clash.field, message: `${clash.what} is already taken by service ${owners.get(clash.key)}` });
+        continue;
+      }
+      for (const f of fr) owners.set(f.key, svc.key);
+    }
+    accepted = parsed.filter((x) => !rejected.has(x));
   }
 
-  const slicesBySvc = new Map<string, SliceEndpoints[]>();
+  const slicesBySvc = new Map<string, { raw: RawEndpointSlice[]; data: SliceEndpoints[] }>();
   for (const raw of state.endpointSlices ?? []) {
-    const r = parseSlice(raw, problems);
-    if (!r) continue;
-    const l = slicesBySvc.get(r.service) ?? [];
-    l.push(r.data);
-    slicesBySvc.set(r.service, l);
+    let hit = typeof raw === 'object' && raw !== null ? sliceCache.get(raw) : undefined;
+    if (!hit) {
+      const ps: ServiceProblem[] = [];
+      hit = { out: parseSlice(raw, ps), problems: ps };
+      if (typeof raw === 'object' && raw !== null) sliceCache.set(raw, hit);
+    }
+    for (const pr of hit.problems) problems.push(pr);
+    if (!hit.out) continue;
+    const l = slicesBySvc.get(hit.out.service) ?? { raw: [], data: [] };
+    l.raw.push(raw);
+    l.data.push(hit.out.data);
+    slicesBySvc.set(hit.out.service, l);
   }
 
   const ports: ServicePort[] = [];
   for (const s of accepted) {
-    const slices = slicesBySvc.get(s.key) ?? [];
+    const sl = slicesBySvc.get(s.key) ?? { raw: [], data: [] };
+    const memo = portsCache.get(s);
+    let mine: ServicePort[];
+    if (memo && memo.node === node && sameList(memo.slices, sl.raw)) mine = memo.ports;
+    else {
+      mine = buildPorts(s, sl.data, node);
+      portsCache.set(s, { node, slices: sl.raw, ports: mine });
+    }
+    for (const p of mine) ports.push(p);
+  }
+  return { ports, problems };
+}
+
+function buildPorts(s: ParsedService, slices: SliceEndpoints[], node: ProxyNode): ServicePort[] {
+  const ports: ServicePort[] = [];
+  {
     for (const cip of s.clusterIPs) {
       for (const p of s.ports) {
         const portName = p.name || String(p.port);
@@ -328,8 +397,7 @@ export function normalize(state: ServiceState, node: ProxyNode, opts: NormalizeO
       }
     }
   }
-  ports.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return { ports, problems };
+  return ports;
 }
 
 interface Frontend {
@@ -339,12 +407,14 @@ interface Frontend {
 }
 
 function frontends(s: ParsedService): Frontend[] {
+  if (s.frontends) return s.frontends;
   const out: Frontend[] = [];
   for (const p of s.ports) {
     for (const [i, c] of s.clusterIPs.entries()) out.push({ key: `${c.ip}/${p.protocol}/${p.port}`, field: s.clusterIPs.length > 1 ? `spec.clusterIPs[${i}]` : 'spec.clusterIP', what: `${c.ip} port ${p.port}/${p.protocol.toUpperCase()}` });
     for (const [i, c] of s.externalIPs.entries()) out.push({ key: `${c.ip}/${p.protocol}/${p.port}`, field: `spec.externalIPs[${i}]`, what: `${c.ip} port ${p.port}/${p.protocol.toUpperCase()}` });
     if (p.nodePort !== undefined) out.push({ key: `nodeport/${p.protocol}/${p.nodePort}`, field: `${p.field}.nodePort`, what: `NodePort ${p.nodePort}/${p.protocol.toUpperCase()}` });
   }
+  s.frontends = out;
   return out;
 }
 

@@ -11,6 +11,7 @@ import {
   TABLE,
   type Element,
   type ElemPart,
+  type FragElement,
   type ExistingObjects,
   cachedFragment,
   dataText,
@@ -87,7 +88,7 @@ export class NftablesEngine implements ProxyEngine {
     this.applied = undefined;
     await this.nft.run(this.ns, script);
     const hairpin = new Map<string, number>();
-    for (const p of model.ports) for (const e of p.endpoints) hairpin.set(e.ip, (hairpin.get(e.ip) ?? 0) + 1);
+    for (const p of model.ports) for (const x of cachedFragment(p, node).hairpin) hairpin.set(x.k, (hairpin.get(x.k) ?? 0) + 1);
     this.applied = { node, sets: new Set(plan.sets.keys()), chains: new Set(plan.chains.keys()), hairpin };
     let changes = plan.chains.size;
     for (const c of plan.chains.values()) changes += c.rules.length;
@@ -96,23 +97,36 @@ export class NftablesEngine implements ProxyEngine {
   }
 
   async partialSync(prev: ProxyModel, next: ProxyModel, node: ProxyNode): Promise<SyncResult> {
+    try {
+      return await this.partial(prev, next, node);
+    } catch (e) {
+      this.applied = undefined;
+      throw e;
+    }
+  }
+
+  private async partial(prev: ProxyModel, next: ProxyModel, node: ProxyNode): Promise<SyncResult> {
     const applied = this.applied;
     if (!applied || !sameNode(applied.node, node)) return this.fullSync(next, node);
     const prevById = new Map(prev.ports.map((p) => [p.id, p]));
     const nextIds = new Set<string>();
-    const deletes: { set: string; el: Element }[] = [];
-    const adds: { set: string; el: Element }[] = [];
-    const hairDelta = new Map<string, number>();
-    const bump = (p: ServicePort, d: number) => {
-      for (const e of p.endpoints) hairDelta.set(`${p.family}|${e.ip}`, (hairDelta.get(`${p.family}|${e.ip}`) ?? 0) + d);
+    const deletes: FragElement[] = [];
+    const adds: FragElement[] = [];
+    const hairDelta = new Map<string, { x: FragElement; d: number }>();
+    const bump = (xs: FragElement[], d: number) => {
+      for (const x of xs) {
+        const h = hairDelta.get(x.k) ?? { x, d: 0 };
+        h.d += d;
+        hairDelta.set(x.k, h);
+      }
     };
     const diffPort = (a: ServicePort | undefined, b: ServicePort | undefined) => {
       const fa = a ? cachedFragment(a, applied.node) : undefined;
       const fb = b ? cachedFragment(b, node) : undefined;
-      const before = new Map<string, { set: string; el: Element }>();
-      for (const x of fa?.elements ?? []) before.set(`${x.set}|${keyText(x.el.key)}`, x);
+      const before = new Map<string, FragElement>();
+      for (const x of fa?.elements ?? []) before.set(`${x.set}|${x.k}`, x);
       for (const x of fb?.elements ?? []) {
-        const k = `${x.set}|${keyText(x.el.key)}`;
+        const k = `${x.set}|${x.k}`;
         const old = before.get(k);
         before.delete(k);
         if (old && (old.el.data ? dataText(old.el.data) : '') === (x.el.data ? dataText(x.el.data) : '')) continue;
@@ -120,8 +134,8 @@ export class NftablesEngine implements ProxyEngine {
         adds.push(x);
       }
       for (const x of before.values()) deletes.push(x);
-      if (a) bump(a, -1);
-      if (b) bump(b, +1);
+      if (fa) bump(fa.hairpin, -1);
+      if (fb) bump(fb.hairpin, +1);
     };
     let needChains: Set<string> | undefined;
     let maxSlots = 0;
@@ -136,17 +150,16 @@ export class NftablesEngine implements ProxyEngine {
     }
     for (const a of prev.ports) if (!nextIds.has(a.id)) diffPort(a, undefined);
 
-    const hairpin = new Map(applied.hairpin);
-    for (const [k, d] of hairDelta) {
+    // counts are updated in place; any failure below drops `applied`, so the next sync is full
+    const hairpin = applied.hairpin;
+    for (const [k, { x, d }] of hairDelta) {
       if (d === 0) continue;
-      const [fam, ip] = [k.slice(0, 1), k.slice(2)];
-      const before = hairpin.get(ip) ?? 0;
+      const before = hairpin.get(k) ?? 0;
       const after = before + d;
-      const part: ElemPart = fam === '4' ? { kind: 'ipv4', value: ip } : { kind: 'ipv6', value: ip };
-      if (before === 0 && after > 0) adds.push({ set: `hairpin${fam}`, el: { key: [part, part] } });
-      if (before > 0 && after <= 0) deletes.push({ set: `hairpin${fam}`, el: { key: [part, part] } });
-      if (after > 0) hairpin.set(ip, after);
-      else hairpin.delete(ip);
+      if (before === 0 && after > 0) adds.push(x);
+      if (before > 0 && after <= 0) deletes.push(x);
+      if (after > 0) hairpin.set(k, after);
+      else hairpin.delete(k);
     }
 
     // New chains or slot maps needed (a first service with 7 endpoints, a new affinity timeout):

@@ -125,33 +125,52 @@ function ipFamily(ip: string): Family {
 }
 
 /** The elements one service port contributes (set name -> elements), and the chains it needs. */
+export interface FragElement {
+  set: string;
+  el: Element;
+  /** keyText(el.key), computed once */
+  k: string;
+}
+
 export interface PortFragment {
-  elements: { set: string; el: Element }[];
+  /** service elements (svc, noep, ep slots) */
+  elements: FragElement[];
+  /** hairpin pairs of this port's endpoints: shared between ports, so counted rather than diffed */
+  hairpin: FragElement[];
   lbChains: { n: number; masq: Masq; affinity?: number }[];
   slots: number;
 }
 
 export function fragmentOf(p: ServicePort, node: ProxyNode): PortFragment {
-  const elements: PortFragment['elements'] = [];
+  const elements: FragElement[] = [];
   const lbChains: PortFragment['lbChains'] = [];
   let slots = 0;
   const f = p.family;
   for (const fe of frontendsOf(p, node)) {
     const key = frontendKey(f, fe.ip, fe.protocol, fe.port);
+    const k = `${fe.ip} . ${fe.protocol} . ${fe.port}`;
     if (fe.empty) {
-      elements.push({ set: `noep${f}`, el: { key, data: fe.empty === 'reject' ? { kind: 'verdict', verdict: 'goto', chain: 'reject-no-endpoints' } : { kind: 'verdict', verdict: 'drop' } } });
+      elements.push({ set: `noep${f}`, k, el: { key, data: fe.empty === 'reject' ? { kind: 'verdict', verdict: 'goto', chain: 'reject-no-endpoints' } : { kind: 'verdict', verdict: 'drop' } } });
       continue;
     }
     const n = fe.endpoints.length;
     const lb = { n, masq: fe.masq, affinity: p.affinitySeconds };
     lbChains.push(lb);
     slots = Math.max(slots, n);
-    elements.push({ set: `svc${f}`, el: { key, data: { kind: 'verdict', verdict: 'goto', chain: lbChainName(n, lb.masq, lb.affinity) } } });
+    elements.push({ set: `svc${f}`, k, el: { key, data: { kind: 'verdict', verdict: 'goto', chain: lbChainName(n, lb.masq, lb.affinity) } } });
     fe.endpoints.forEach((e, i) => {
-      elements.push({ set: epMap(f, i), el: { key, data: { kind: 'value', parts: [addrPart(f, e.ip), { kind: 'port', value: e.port }] } } });
+      elements.push({ set: epMap(f, i), k, el: { key, data: { kind: 'value', parts: [addrPart(f, e.ip), { kind: 'port', value: e.port }] } } });
     });
   }
-  return { elements, lbChains, slots };
+  const hairpin: FragElement[] = [];
+  const seen = new Set<string>();
+  for (const e of p.endpoints) {
+    if (seen.has(e.ip)) continue;
+    seen.add(e.ip);
+    const a = addrPart(f, e.ip);
+    hairpin.push({ set: `hairpin${f}`, k: `${e.ip} . ${e.ip}`, el: { key: [a, a] } });
+  }
+  return { elements, hairpin, lbChains, slots };
 }
 
 // The fragment of a service port depends only on the port object and the node; models built
@@ -256,24 +275,13 @@ function staticChains(maxSlots: number, affinity: Map<number, Set<number>>): Cha
   return chains;
 }
 
-/** Elements that are global rather than per service port: hairpin pairs and the cluster networks. */
-export function globalElements(ports: ServicePort[], node: ProxyNode): { set: string; el: Element }[] {
-  const out: { set: string; el: Element }[] = [];
-  const seen = new Set<string>();
-  for (const p of ports) {
-    for (const e of p.endpoints) {
-      if (seen.has(e.ip)) continue;
-      seen.add(e.ip);
-      const a = addrPart(p.family, e.ip);
-      out.push({ set: `hairpin${p.family}`, el: { key: [a, a] } });
-    }
-  }
-  for (const c of node.clusterCIDRs) {
-    const f = ipFamily(c);
-    out.push({ set: `cluster-nets${f}`, el: { key: [f === 4 ? { kind: 'ipv4', value: c } : { kind: 'ipv6', value: c }] } });
-  }
+/** Elements that belong to the node rather than to a service port: the cluster networks. */
+export function globalElements(node: ProxyNode): FragElement[] {
   // with no cluster network of a family the set stays empty: every source counts as outside
-  return out;
+  return node.clusterCIDRs.map((c) => {
+    const f = ipFamily(c);
+    return { set: `cluster-nets${f}`, k: c, el: { key: [f === 4 ? { kind: 'ipv4', value: c } : { kind: 'ipv6', value: c }] } };
+  });
 }
 
 /** The complete plan for a model. */
@@ -282,14 +290,15 @@ export function planModel(model: ProxyModel, node: ProxyNode): NftPlan {
   const lbs = new Map<string, ChainDecl>();
   const affinity = new Map<number, Set<number>>();
   let maxSlots = 0;
-  const put = (set: string, el: Element) => {
-    let m = elements.get(set);
-    if (!m) elements.set(set, (m = new Map()));
-    m.set(keyText(el.key), el);
+  const put = (x: FragElement) => {
+    let m = elements.get(x.set);
+    if (!m) elements.set(x.set, (m = new Map()));
+    m.set(x.k, x.el);
   };
   for (const p of model.ports) {
     const frag = cachedFragment(p, node);
-    for (const { set, el } of frag.elements) put(set, el);
+    for (const x of frag.elements) put(x);
+    for (const x of frag.hairpin) put(x);
     maxSlots = Math.max(maxSlots, frag.slots);
     for (const lb of frag.lbChains) {
       const name = lbChainName(lb.n, lb.masq, lb.affinity);
@@ -301,7 +310,7 @@ export function planModel(model: ProxyModel, node: ProxyNode): NftPlan {
       }
     }
   }
-  for (const { set, el } of globalElements(model.ports, node)) put(set, el);
+  for (const x of globalElements(node)) put(x);
   const sets = new Map<string, SetDecl>();
   for (const s of setDecls(maxSlots, affinity)) sets.set(s.name, s);
   for (const s of sets.values()) if (s.managed && !elements.has(s.name)) elements.set(s.name, new Map());
