@@ -18,6 +18,8 @@ import { parseNetConf, NetConfError, type NetConf } from './netconf.js';
 import { detectNode, type NodeIdentity } from './node-ip.js';
 import { renderSubnetEnv, writeSubnetEnv } from './subnet-env.js';
 import { writeAtomic } from '../cni/install.js';
+import type { ProxyMode } from '../proxy/engine.js';
+import type { ProxyNode } from '../proxy/model.js';
 
 export interface ClusterOptions {
   configPath: string;
@@ -32,6 +34,10 @@ export interface ClusterOptions {
   ipMasq: boolean;
   leaseTtl: number;
   resyncSeconds: number;
+  /** the service proxy's rule engine, or off */
+  proxyMode?: 'nftables' | 'iptables' | 'off';
+  /** inclusive NodePort range */
+  nodePortRange?: [number, number];
   log: Logger;
 }
 
@@ -125,6 +131,7 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
     }, 5);
   };
   await watcher.start();
+  const proxy = o.proxyMode && o.proxyMode !== 'off' ? await startProxy(o, store, { name: o.nodeName, nodeIPs: [node.publicIP, ...(node.publicIPv6 ? [node.publicIPv6] : [])], clusterCIDRs: clusterCidrs, nodePortRange: o.nodePortRange ?? [30000, 32767] }) : undefined;
   const resync = setInterval(() => {
     wantFull = true;
     schedule();
@@ -150,8 +157,32 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
       clearInterval(keepAlive);
       if (timer) clearTimeout(timer);
       watcher.close();
+      await proxy?.stop();
       // the lease stays: a restarted agent takes the same subnet back and adopts the datapath
       await store.close().catch(() => {});
+    },
+  };
+}
+
+/** The service proxy inside the agent: a Proxier fed from the store's Service and EndpointSlice keys. */
+async function startProxy(o: ClusterOptions, store: Store, node: ProxyNode): Promise<{ stop(): Promise<void> }> {
+  const { createEngine } = await import('../proxy/engines/index.js');
+  const { Proxier } = await import('../proxy/proxier.js');
+  const { startStoreSource } = await import('../proxy/store-source.js');
+  const log = o.log.child({ subsys: 'proxy' });
+  const engine = await createEngine(o.proxyMode as ProxyMode);
+  const proxier = new Proxier({ engine, node, log, resyncIntervalMs: Math.max(o.resyncSeconds, 30) * 1000 });
+  const source = await startStoreSource(store, proxier, log);
+  const first = await proxier.sync().catch((e: Error) => {
+    log.error('first proxy sync failed (retrying)', { error: e.message });
+    return undefined;
+  });
+  proxier.start();
+  log.info('service proxy running', { mode: o.proxyMode, nodeIPs: node.nodeIPs, clusterCIDRs: node.clusterCIDRs, ports: first?.ports, ms: first ? Math.round(first.ms) : undefined });
+  return {
+    async stop() {
+      source.close();
+      await proxier.stop();
     },
   };
 }

@@ -4,11 +4,21 @@ import { Command, Option } from 'commander';
 import { hostname } from 'node:os';
 import { SUPPORTED_VERSIONS } from '../cni/version.js';
 import { registerLabCommands } from './lab.js';
+import { registerProxyCommands } from './proxy.js';
 
 const VERSION = '0.1.0';
 
 async function runAsPlugin(): Promise<void> {
   await import('../cni/entry.js');
+}
+
+function parseRange(v: string): [number, number] {
+  const m = /^(\d+)-(\d+)$/.exec(v);
+  if (!m || Number(m[1]) < 1 || Number(m[2]) > 65535 || Number(m[1]) > Number(m[2])) {
+    process.stderr.write(`podnet agent: --node-port-range: expected LOW-HIGH within 1-65535, got ${JSON.stringify(v)}\n`);
+    process.exit(2);
+  }
+  return [Number(m[1]), Number(m[2])];
 }
 
 function outputOption(): Option {
@@ -38,6 +48,8 @@ export function buildCli(): Command {
     .option('--no-ip-masq', 'do not masquerade pod traffic leaving the cluster network (env PODNET_IP_MASQ=false)')
     .option('--lease-ttl <seconds>', 'subnet lease TTL', env('lease-ttl', '30'))
     .option('--resync <seconds>', 'full reconcile period', env('resync', '10'))
+    .addOption(new Option('--proxy-mode <mode>', 'service proxy rule engine, or off (cluster side only)').choices(['nftables', 'iptables', 'off']).default(env('proxy-mode', 'nftables')))
+    .option('--node-port-range <lo-hi>', 'NodePort range of the service proxy', env('node-port-range', '30000-32767'))
     .option('--log-level <level>', 'debug, info, warn or error', env('log-level', 'info'))
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const { runAgent } = await import('../agent/agent.js');
@@ -57,6 +69,8 @@ export function buildCli(): Command {
           ipMasq: o.ipMasq !== false && env('ip-masq') !== 'false',
           leaseTtl: Number(o.leaseTtl),
           resyncSeconds: Number(o.resync),
+          proxyMode: o.proxyMode as 'nftables' | 'iptables' | 'off',
+          nodePortRange: parseRange(String(o.nodePortRange)),
         });
       } catch (e) {
         process.stderr.write(`podnet agent: ${(e as Error).message}\n`);
@@ -102,6 +116,7 @@ export function buildCli(): Command {
       process.exitCode = await runDemo(o);
     });
 
+  registerProxyCommands(program);
   registerLabCommands(program);
   return program;
 }

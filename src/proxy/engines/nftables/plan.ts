@@ -15,7 +15,10 @@
 // Chains exist per distinct (endpoint count, policy, affinity timeout) in use and per slot, which
 // is bounded by the largest endpoint count, not by the number of services.
 import type { Family } from '../../../util/ip.js';
-import type { ProxyModel, ProxyNode, ServicePort, Endpoint, Protocol } from '../../model.js';
+import type { ProxyModel, ProxyNode, ServicePort, Protocol } from '../../model.js';
+import { frontendsOf, type Masq } from '../../frontends.js';
+
+export { endpointsByFrontend } from '../../frontends.js';
 
 export const TABLE = 'podnet-proxy';
 export const MASQ_MARK = 0x4000;
@@ -55,7 +58,6 @@ export interface NftPlan {
   elements: Map<string, Map<string, Element>>;
 }
 
-type Masq = 'int' | 'all' | 'none';
 const IPKW: Record<Family, 'ip' | 'ip6'> = { 4: 'ip', 6: 'ip6' };
 
 export function partText(p: ElemPart): string {
@@ -86,39 +88,6 @@ const pickChain = (slot: number) => `pick-${slot}`;
 const pinChain = (slot: number, t: number) => `pin-${slot}-${t}`;
 const epMap = (f: Family, slot: number) => `ep${f}-${slot}`;
 const affSet = (f: Family, slot: number) => `aff${f}-${slot}`;
-
-/** One frontend of a service port and what it dispatches to. */
-export interface Frontend {
-  family: Family;
-  ip: string;
-  protocol: Protocol;
-  port: number;
-  endpoints: Endpoint[];
-  masq: Masq;
-  /** a NodePort frontend (node IP + nodePort) */
-  nodePort: boolean;
-  /** no endpoint at all: reject; endpoints only elsewhere (Local policy): drop */
-  empty?: 'reject' | 'drop';
-}
-
-/** The frontends of one service port: its cluster IPs, external IPs and NodePort on each node IP. */
-export function frontendsOf(p: ServicePort, node: ProxyNode): Frontend[] {
-  const out: Frontend[] = [];
-  const local = p.endpoints.filter((e) => e.local);
-  const mk = (ip: string, port: number, isLocal: boolean, masq: Masq, nodePort = false): Frontend => {
-    const eps = isLocal ? local : p.endpoints;
-    const empty = p.endpoints.length === 0 ? 'reject' : eps.length === 0 ? 'drop' : undefined;
-    return { family: p.family, ip, protocol: p.protocol, port, endpoints: eps, masq: isLocal && masq === 'all' ? 'none' : masq, nodePort, empty };
-  };
-  for (const ip of p.clusterIPs) out.push(mk(ip, p.port, p.internalLocal, 'int'));
-  for (const ip of p.externalIPs) out.push(mk(ip, p.port, p.externalLocal, 'all'));
-  if (p.nodePort !== undefined) {
-    for (const ip of node.nodeIPs) {
-      if (ipFamily(ip) === p.family) out.push(mk(ip, p.nodePort, p.externalLocal, 'all', true));
-    }
-  }
-  return out;
-}
 
 function ipFamily(ip: string): Family {
   return ip.includes(':') ? 6 : 4;
@@ -441,16 +410,3 @@ export function sameStructure(a: NftPlan, b: NftPlan): boolean {
   return true;
 }
 
-/** Endpoints per frontend ("proto/ip/port" -> "ip/port"), NodePort frontends as "proto/nodeport/port". */
-export function endpointsByFrontend(model: ProxyModel, node: ProxyNode): Map<string, Set<string>> {
-  const m = new Map<string, Set<string>>();
-  for (const p of model.ports) {
-    for (const fe of frontendsOf(p, node)) {
-      const key = fe.nodePort ? `${p.protocol}/nodeport/${fe.port}` : `${p.protocol}/${fe.ip}/${fe.port}`;
-      const s = m.get(key) ?? new Set<string>();
-      for (const e of fe.endpoints) s.add(`${e.ip}/${e.port}`);
-      m.set(key, s);
-    }
-  }
-  return m;
-}
