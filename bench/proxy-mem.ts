@@ -32,7 +32,7 @@ if (mode === 'baseline') {
   engine = await podnet.createEngine(mode as ProxyMode, { netns, iptablesBackend: 'nft' });
   const t0 = performance.now();
   if (podnet.Proxier) {
-    const proxier = new podnet.Proxier({ engine, node: NODE });
+    const proxier = new podnet.Proxier({ engine, node: NODE, netns });
     proxier.replaceAll(state);
     await proxier.sync();
     via = 'Proxier.replaceAll + sync';

@@ -7,9 +7,10 @@ export interface ProxierLike {
   replaceAll(state: ServiceState): void;
   putService(raw: RawService): void;
   putSlice(raw: RawEndpointSlice): void;
-  sync(): Promise<{ kind: 'full' | 'partial'; changes: number; ms: number }>;
+  sync(): Promise<{ kind: 'full' | 'partial' | 'none'; changes: number; ms: number }>;
 }
-export type ProxierCtor = new (opts: { engine: ProxyEngine; node: ProxyNode; log?: unknown }) => ProxierLike;
+/** `netns`: where the Proxier's conntrack cleaner works (never the root netns here) */
+export type ProxierCtor = new (opts: { engine: ProxyEngine; node: ProxyNode; netns?: string; log?: unknown }) => ProxierLike;
 export type CreateEngine = (mode: ProxyMode, opts?: EngineOptions) => Promise<ProxyEngine> | ProxyEngine;
 
 export interface Podnet {
