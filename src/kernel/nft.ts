@@ -21,11 +21,12 @@ export class NftCli implements NftRunner {
     }
   }
 
-  async listJson(ns: NetnsRef, args: string[]): Promise<unknown | undefined> {
+  async listJson(ns: NetnsRef, args: string[], opts: { terse?: boolean } = {}): Promise<unknown | undefined> {
     if (!Array.isArray(args) || args.some((a) => typeof a !== 'string')) {
       throw new KernelError({ argv: [], exitCode: null, stderr: '', op: 'nft -j list', kind: 'invalid', detail: 'args must be an array of strings' });
     }
-    const argv = nsExecArgv(ns, ['nft', '-j', 'list', ...args]);
+    // -t (terse) leaves set elements out: listing a table's objects stays cheap at 30,000 elements
+    const argv = nsExecArgv(ns, ['nft', '-j', ...(opts.terse ? ['-t'] : []), 'list', ...args]);
     const op = `nft list ${args.join(' ')} in ${describeNetns(ns)}`;
     this.spawns++;
     const r = await spawnCapture(argv, { op, timeoutMs: this.opts.timeoutMs });

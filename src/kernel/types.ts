@@ -154,5 +154,5 @@ export interface NftRunner {
   /** applies the script atomically; throws KernelError with nft's message on failure */
   run(ns: NetnsRef, script: string): Promise<void>;
   /** `nft -j list ...` parsed; undefined when the object does not exist */
-  listJson(ns: NetnsRef, args: string[]): Promise<unknown | undefined>;
+  listJson(ns: NetnsRef, args: string[], opts?: { terse?: boolean }): Promise<unknown | undefined>;
 }

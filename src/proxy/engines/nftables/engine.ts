@@ -71,7 +71,7 @@ export class NftablesEngine implements ProxyEngine {
   }
 
   private async existing(): Promise<ExistingObjects> {
-    const json = (await this.nft.listJson(this.ns, ['-t', 'table', 'inet', TABLE]).catch(async () => this.nft.listJson(this.ns, ['table', 'inet', TABLE]))) as { nftables?: Record<string, { name?: string }>[] } | undefined;
+    const json = (await this.nft.listJson(this.ns, ['table', 'inet', TABLE], { terse: true })) as { nftables?: Record<string, { name?: string }>[] } | undefined;
     const ex: ExistingObjects = { sets: new Set(), chains: new Set() };
     for (const it of json?.nftables ?? []) {
       if (it.chain?.name) ex.chains.add(it.chain.name);
@@ -209,7 +209,7 @@ export class NftablesEngine implements ProxyEngine {
   }
 
   async cleanup(): Promise<void> {
-    const has = await this.nft.listJson(this.ns, ['-t', 'table', 'inet', TABLE]);
+    const has = await this.nft.listJson(this.ns, ['table', 'inet', TABLE], { terse: true });
     if (has) await this.nft.run(this.ns, `delete table inet ${TABLE}\n`);
     this.applied = undefined;
   }
