@@ -32,6 +32,11 @@ function intArg(v: string): number {
   return n;
 }
 
+/** For options that may be repeated: every value, in order. */
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
 export function registerLabCommands(program: Command): void {
   const lab = program.command('lab').description('a multi-node cluster on this machine: nodes, agents, pods and etcd in network namespaces');
 
@@ -43,12 +48,14 @@ export function registerLabCommands(program: Command): void {
     .addOption(new Option('--store <kind>', 'cluster store').choices(['file', 'etcd']).default('file'))
     .option('--etcd-members <m>', 'etcd cluster size for --store etcd', intArg, 1)
     .option('--network <cidr>', 'cluster CIDR', '10.244.0.0/16')
+    .option('--service-cidr <cidr>', 'where `lab service add` takes cluster IPs from (.1 reserved)', '10.96.0.0/16')
+    .addOption(new Option('--proxy-mode <mode>', 'service proxy of every agent (passed as `podnet agent --proxy-mode`)').choices(['nftables', 'iptables', 'off']).default('nftables'))
     .option('--timeout <s>', 'seconds to wait for every node\'s subnet lease', intArg, 30)
     .addOption(new Option('--no-agents', 'build the topology only (no agents; for testing the lab itself)').hideHelp())
     .addOption(nameOption())
     .addOption(outputOption())
     .action(
-      action(async (o: { nodes: number; backend: 'vxlan' | 'host-gw'; store: 'file' | 'etcd'; etcdMembers: number; network: string; timeout: number; agents: boolean; name?: string } & Out) => {
+      action(async (o: { nodes: number; backend: 'vxlan' | 'host-gw'; store: 'file' | 'etcd'; etcdMembers: number; network: string; serviceCidr: string; proxyMode: 'nftables' | 'iptables' | 'off'; timeout: number; agents: boolean; name?: string } & Out) => {
         const { labUp } = await import('../lab/lab.js');
         const { labStatus, renderStatus } = await import('../lab/status.js');
         const { Progress } = await import('../util/progress.js');
@@ -64,6 +71,8 @@ export function registerLabCommands(program: Command): void {
             store: o.store,
             etcdMembers: o.store === 'etcd' ? o.etcdMembers : undefined,
             network: o.network,
+            serviceCidr: o.serviceCidr,
+            proxyMode: o.proxyMode,
             timeoutMs: o.timeout * 1000,
             noAgents: !o.agents,
             progress: new Progress(process.stderr),
@@ -118,14 +127,14 @@ export function registerLabCommands(program: Command): void {
 
   lab
     .command('status')
-    .description('nodes (underlay IP, leased subnet, agent PID), pods with IPs, etcd members')
+    .description('nodes (underlay IP, leased subnet, agent PID), pods with IPs and servers, etcd members, services (from the store)')
     .addOption(nameOption())
     .addOption(outputOption())
     .action(
       action(async (o: { name?: string } & Out) => {
         const { requireState, resolveLabName } = await import('../lab/state.js');
-        const { labStatus, renderStatus } = await import('../lab/status.js');
-        const st = labStatus(requireState(resolveLabName(o.name)));
+        const { labStatusWithServices, renderStatus } = await import('../lab/status.js');
+        const st = await labStatusWithServices(requireState(resolveLabName(o.name)));
         console.log(o.output === 'json' ? JSON.stringify(st, null, 2) : renderStatus(st));
       }),
     );
@@ -133,16 +142,18 @@ export function registerLabCommands(program: Command): void {
   const pod = lab.command('pod').description('pods: network namespaces wired through the node\'s CNI plugin');
   pod
     .command('add <pod>')
-    .description('create a pod on a node (CNI ADD exactly as a runtime calls it)')
+    .description('create a pod on a node (CNI ADD exactly as a runtime calls it); --serve runs a server in it that answers with the pod\'s name')
     .requiredOption('--node <node>', 'node to run the pod on')
+    .option('--serve <port[/udp]>', 'answer every TCP connection (PORT, PORT/tcp) or UDP datagram (PORT/udp) on this port with the pod\'s name and a newline; repeatable', collect, [])
+    .option('--serve-timeout <s>', 'seconds to wait for the server to listen', intArg, 10)
     .addOption(nameOption())
     .addOption(outputOption())
     .action(
-      action(async (podName: string, o: { node: string; name?: string } & Out) => {
+      action(async (podName: string, o: { node: string; serve: string[]; serveTimeout: number; name?: string } & Out) => {
         const { podAdd } = await import('../lab/lab.js');
         const { resolveLabName } = await import('../lab/state.js');
-        const r = await podAdd(resolveLabName(o.name), podName, o.node);
-        console.log(o.output === 'json' ? JSON.stringify(r) : `pod ${r.name} on ${r.node}: ${r.ips.join(', ')}`);
+        const r = await podAdd(resolveLabName(o.name), podName, o.node, { serve: o.serve, serveTimeoutMs: o.serveTimeout * 1000 });
+        console.log(o.output === 'json' ? JSON.stringify(r) : `pod ${r.name} on ${r.node}: ${r.ips.join(', ')}${r.serve ? `; serving ${r.serve.ports.join(', ')} (PID ${r.serve.pid})` : ''}`);
       }),
     );
   pod
@@ -153,8 +164,9 @@ export function registerLabCommands(program: Command): void {
       action(async (podName: string, o: { name?: string }) => {
         const { podDel } = await import('../lab/lab.js');
         const { resolveLabName } = await import('../lab/state.js');
-        await podDel(resolveLabName(o.name), podName);
-        console.log(`pod ${podName} deleted`);
+        const r = await podDel(resolveLabName(o.name), podName);
+        for (const w of r.endpointWarnings) process.stderr.write(`podnet lab: warning: ${w}\n`);
+        console.log(`pod ${podName} deleted${r.serverStopped ? ' (its server stopped)' : ''}`);
       }),
     );
 
@@ -185,7 +197,127 @@ export function registerLabCommands(program: Command): void {
         const { resolveLabName } = await import('../lab/state.js');
         const { Progress } = await import('../util/progress.js');
         const r = await nodeDel(resolveLabName(o.name), nodeName, new Progress(process.stderr));
+        for (const w of r.endpointWarnings) process.stderr.write(`podnet lab: warning: ${w}\n`);
         console.log(`node ${nodeName} removed${r.lease ? `; lease ${r.lease} ${r.leaseDeleted ? 'deleted' : `left to expire (${r.detail})`}` : ''}`);
+      }),
+    );
+
+  const service = lab.command('service').description('services for podnet\'s proxy: a v1 Service and an EndpointSlice per service, written to the lab\'s cluster store');
+  service
+    .command('add <service>')
+    .description('allocate a cluster IP (and NodePorts) and write the Service and its EndpointSlice, after the proxy\'s own validation')
+    .option('--port <port[/proto]>', 'service port: PORT, PORT/tcp or PORT/udp; repeatable', collect, [])
+    .option('--target <port>', 'the pods\' port (default: the service port); once, or once per --port', collect, [])
+    .option('--pods <a,b,c>', 'the endpoints: lab pods, comma-separated (\'\': none)', '')
+    .addOption(new Option('--type <type>', 'service type').choices(['ClusterIP', 'NodePort']).default('ClusterIP'))
+    .option('--node-port <n>', 'NodePort (30000-32767; default: the lowest free one); once per --port', collect, [])
+    .option('--cluster-ip <ip>', 'a given cluster IP from the service CIDR (default: the lowest free one)')
+    .addOption(new Option('--affinity <kind>', 'session affinity').choices(['None', 'ClientIP']).default('None'))
+    .option('--affinity-timeout <s>', 'ClientIP affinity timeout in seconds (default 10800)')
+    .addOption(new Option('--external-traffic-policy <policy>', 'NodePort traffic to local endpoints only (Local) or any (Cluster)').choices(['Cluster', 'Local']))
+    .addOption(new Option('--internal-traffic-policy <policy>', 'cluster IP traffic to local endpoints only (Local) or any (Cluster)').choices(['Cluster', 'Local']))
+    .addOption(nameOption())
+    .addOption(outputOption())
+    .action(
+      action(
+        async (
+          svcName: string,
+          o: {
+            port: string[];
+            target: string[];
+            pods: string;
+            type: 'ClusterIP' | 'NodePort';
+            nodePort: string[];
+            clusterIp?: string;
+            affinity: 'None' | 'ClientIP';
+            affinityTimeout?: string;
+            externalTrafficPolicy?: 'Cluster' | 'Local';
+            internalTrafficPolicy?: 'Cluster' | 'Local';
+            name?: string;
+          } & Out,
+        ) => {
+          const { serviceAdd } = await import('../lab/service-ops.js');
+          const { resolveLabName } = await import('../lab/state.js');
+          const { renderServices } = await import('../lab/services.js');
+          const v = await serviceAdd(resolveLabName(o.name), {
+            name: svcName,
+            ports: o.port,
+            targets: o.target,
+            nodePorts: o.nodePort,
+            type: o.type,
+            pods: o.pods,
+            clusterIP: o.clusterIp,
+            affinity: o.affinity,
+            affinityTimeout: o.affinityTimeout,
+            externalTrafficPolicy: o.externalTrafficPolicy,
+            internalTrafficPolicy: o.internalTrafficPolicy,
+          });
+          console.log(o.output === 'json' ? JSON.stringify(v, null, 2) : renderServices([v]));
+        },
+      ),
+    );
+  service
+    .command('del <service>')
+    .description('delete a service and its EndpointSlice from the store')
+    .addOption(nameOption())
+    .addOption(outputOption())
+    .action(
+      action(async (svcName: string, o: { name?: string } & Out) => {
+        const { serviceDel } = await import('../lab/service-ops.js');
+        const { resolveLabName } = await import('../lab/state.js');
+        const r = await serviceDel(resolveLabName(o.name), svcName);
+        console.log(o.output === 'json' ? JSON.stringify(r) : `service ${svcName} deleted${r.deleted.length ? ` (${r.deleted.join(', ')})` : ' (it was not in the store)'}`);
+      }),
+    );
+  service
+    .command('ls')
+    .description('the services in the store (what the proxy sees): type, cluster IP, ports, NodePorts, endpoints, affinity')
+    .addOption(nameOption())
+    .addOption(outputOption())
+    .action(
+      action(async (o: { name?: string } & Out) => {
+        const { serviceList } = await import('../lab/service-ops.js');
+        const { requireState, resolveLabName } = await import('../lab/state.js');
+        const { renderServices } = await import('../lab/services.js');
+        const v = await serviceList(requireState(resolveLabName(o.name)));
+        console.log(o.output === 'json' ? JSON.stringify(v, null, 2) : renderServices(v));
+      }),
+    );
+
+  const endpoints = lab.command('endpoints').description('a service\'s endpoints (its EndpointSlice)');
+  endpoints
+    .command('set <service>')
+    .description('rewrite the service\'s EndpointSlice with these pods (--pods \'\': scale to zero)')
+    .requiredOption('--pods <a,b,c>', 'lab pods, comma-separated (\'\': none)')
+    .addOption(nameOption())
+    .addOption(outputOption())
+    .action(
+      action(async (svcName: string, o: { pods: string; name?: string } & Out) => {
+        const { endpointsSet } = await import('../lab/service-ops.js');
+        const { resolveLabName } = await import('../lab/state.js');
+        const { renderServices } = await import('../lab/services.js');
+        const v = await endpointsSet(resolveLabName(o.name), svcName, o.pods);
+        console.log(o.output === 'json' ? JSON.stringify(v, null, 2) : renderServices([v]));
+      }),
+    );
+
+  // the reply server `pod add --serve` runs in a pod's namespace (not for direct use)
+  lab
+    .command('serve', { hidden: true })
+    .description('answer TCP connections and UDP datagrams with a line (what `pod add --serve` runs in the pod)')
+    .requiredOption('--reply <text>', 'the line to answer with (a newline is added)')
+    .option('--tcp <port>', 'TCP port; repeatable', collect, [])
+    .option('--udp <port>', 'UDP port; repeatable', collect, [])
+    .option('--ready-file <path>', 'written with the PID once every port listens')
+    .action(
+      action(async (o: { reply: string; tcp: string[]; udp: string[]; readyFile?: string }) => {
+        const { runServer } = await import('../lab/serve.js');
+        const port = (v: string) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 1 || n > 65535) throw new Error(`port out of range: ${v}`);
+          return n;
+        };
+        await runServer({ reply: o.reply, tcp: o.tcp.map(port), udp: o.udp.map(port), readyFile: o.readyFile });
       }),
     );
 

@@ -1,12 +1,13 @@
 // The podnet agent of each lab node, run inside the node's namespace as on a real node, and
 // the etcd members (for --store etcd), each in a namespace of its own on the underlay.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { packageRoot } from '../cni/install.js';
 import { FileStore } from '../store/file-store.js';
 import { isAlive, runAsync, startDetached, tail } from './sys.js';
-import { nsName, type LabEtcdMember, type LabNode, type LabState, type ProcRef } from './state.js';
+import { DEFAULT_PROXY_MODE, nsName, type LabEtcdMember, type LabNode, type LabState, type ProcRef } from './state.js';
 import { ETCD_BASE_INDEX, underlayIp } from './topology.js';
 
 export function podnetBundle(): string {
@@ -26,6 +27,25 @@ export function storeArgs(s: LabState): string[] {
   return ['--store', `file:${join(s.dir, 'store')}`];
 }
 
+let proxyModeFlag: boolean | undefined;
+
+/**
+ * Whether the built agent takes --proxy-mode (the service proxy inside the agent). An agent
+ * that does not would refuse to start on an unknown flag, so the lab asks its --help once.
+ */
+export function agentKnowsProxyMode(): boolean {
+  if (proxyModeFlag === undefined) {
+    const r = spawnSync(process.execPath, [podnetBundle(), 'agent', '--help'], { encoding: 'utf8', timeout: 15_000 });
+    proxyModeFlag = /--proxy-mode\b/.test(r.stdout ?? '');
+  }
+  return proxyModeFlag;
+}
+
+/** --proxy-mode for the agent: the lab's mode (nftables by default), when the agent has the flag. */
+export function proxyModeArgs(s: LabState): string[] {
+  return agentKnowsProxyMode() ? ['--proxy-mode', s.proxyMode ?? DEFAULT_PROXY_MODE] : [];
+}
+
 export function agentArgv(s: LabState, n: LabNode): string[] {
   return [
     'ip', 'netns', 'exec', n.ns,
@@ -38,6 +58,7 @@ export function agentArgv(s: LabState, n: LabNode): string[] {
     '--socket', n.socket,
     '--subnet-file', n.subnetFile,
     '--data-dir', join(n.dir, 'agent'),
+    ...proxyModeArgs(s),
   ];
 }
 

@@ -6,12 +6,17 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { leaseKey } from '../agent/lease.js';
 import { parseEnvFile } from '../ipam/subnetfile.js';
-import { formatCidr, masked, tryParseCidr } from '../util/ip.js';
+import { formatCidr, masked, overlaps, parseCidr, tryParseCidr } from '../util/ip.js';
 import { withFileLock } from '../util/lock.js';
 import { Progress } from '../util/progress.js';
-import { deleteLeaseKey, planEtcdMember, startAgent, startEtcd, waitForEtcd, waitForSubnets } from './agents.js';
+import { agentKnowsProxyMode, deleteLeaseKey, planEtcdMember, startAgent, startEtcd, waitForEtcd, waitForSubnets } from './agents.js';
 import { cniCall, cniErrorText, planPod, resultIps } from './pods.js';
+import { planServer, startServer, stopServer, waitForServer } from './serve.js';
+import { dropPodsFromServices, slicePods } from './service-ops.js';
+import { parseServiceCidr, parseServePorts } from './services.js';
 import {
+  DEFAULT_PROXY_MODE,
+  DEFAULT_SERVICE_CIDR,
   labDir,
   labsRoot,
   loadState,
@@ -25,9 +30,11 @@ import {
   validateLabName,
   validateMemberName,
   withLabLock,
+  PROXY_MODES,
   type Backend,
   type LabNode,
   type LabState,
+  type ProxyMode,
   type StoreKind,
 } from './state.js';
 import { addNetns, delNetns, isAlive, listNetns, netnsExists, netnsPids, stopProcess } from './sys.js';
@@ -40,6 +47,10 @@ export interface UpOptions {
   store: StoreKind;
   etcdMembers?: number;
   network?: string;
+  /** where cluster IPs come from (default 10.96.0.0/16) */
+  serviceCidr?: string;
+  /** passed to every agent as --proxy-mode (default nftables) */
+  proxyMode?: ProxyMode;
   /** wait this long for every node's subnet lease (default 30 s) */
   timeoutMs?: number;
   /** build the topology only, start no agent (for tests of the lab's own mechanics) */
@@ -63,6 +74,10 @@ export async function labUp(o: UpOptions): Promise<LabState> {
   const network = o.network ?? '10.244.0.0/16';
   const net = tryParseCidr(network);
   if (!net || net.family !== 4) throw new Error(`--network must be an IPv4 CIDR, not ${JSON.stringify(network)}`);
+  const serviceCidr = parseServiceCidr(o.serviceCidr ?? DEFAULT_SERVICE_CIDR);
+  if (overlaps(parseCidr(serviceCidr), net)) throw new Error(`--service-cidr ${serviceCidr} overlaps the cluster network ${formatCidr(masked(net))}`);
+  const proxyMode = o.proxyMode ?? DEFAULT_PROXY_MODE;
+  if (!PROXY_MODES.includes(proxyMode)) throw new Error(`unknown proxy mode ${JSON.stringify(proxyMode)}: ${PROXY_MODES.join(', ')}`);
   const p = o.progress ?? quiet();
 
   // the underlay's k is chosen under one lock for the whole labs dir, so two `lab up` at once
@@ -78,6 +93,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
         if (ns.startsWith(nsPrefix(o.name))) throw new Error(`namespace ${ns} exists but lab ${o.name} has no state file: remove it first (ip netns del ${ns})`);
       }
       const k = pickUnderlayK(o.name);
+      if (overlaps(parseCidr(serviceCidr), parseCidr(`${underlayIp(k, 0)}/24`))) throw new Error(`--service-cidr ${serviceCidr} overlaps the lab's underlay ${underlayIp(k, 0)}/24`);
       const st: LabState = {
         version: 1,
         name: o.name,
@@ -95,6 +111,8 @@ export async function labUp(o: UpOptions): Promise<LabState> {
         pods: {},
         etcd: {},
         services: {},
+        serviceCidr,
+        proxyMode,
       };
       saveState(st);
       return st;
@@ -138,7 +156,8 @@ export async function labUp(o: UpOptions): Promise<LabState> {
   }
 
   if (!o.noAgents) {
-    p.step(`agents (${o.backend}, store ${o.store})`);
+    if (proxyMode !== 'off' && !agentKnowsProxyMode()) o.notes?.write(`  note: this podnet agent has no --proxy-mode yet: the agents run without the service proxy (${proxyMode} not passed)\n`);
+    p.step(`agents (${o.backend}, store ${o.store}, proxy ${agentKnowsProxyMode() ? proxyMode : 'n/a'})`);
     for (const n of Object.values(s.nodes)) {
       const proc = startAgent(s, n);
       s = await updateState(o.name, (st) => {
@@ -197,6 +216,8 @@ export async function labDown(name: string, p: Progress = quiet()): Promise<Down
     const report: DownReport = { stopped: [], namespaces: [], removedDir: false };
     if (s) {
       p.step('stopping agents and etcd members');
+      // pods' reply servers first, each only if /proc still shows it is that pod's server
+      for (const pod of Object.values(s.pods)) if (pod.serve?.proc && (await stopServer(pod.serve, pod.name))) report.stopped.push(pod.serve.proc.pid);
       const procs = [...Object.values(s.nodes).map((n) => n.agent), ...Object.values(s.etcd).map((m) => m.proc)];
       await Promise.all(
         procs.map(async (ref) => {
@@ -261,7 +282,7 @@ export async function nodeAdd(lab: string, name: string | undefined, o: { timeou
   return n;
 }
 
-export async function nodeDel(lab: string, name: string, p: Progress = quiet()): Promise<{ lease?: string; leaseDeleted: boolean; detail: string }> {
+export async function nodeDel(lab: string, name: string, p: Progress = quiet()): Promise<{ lease?: string; leaseDeleted: boolean; detail: string; endpointWarnings: string[] }> {
   const s = requireState(lab);
   const n = s.nodes[name];
   if (!n) throw new Error(`lab ${lab} has no node ${name}`);
@@ -283,7 +304,10 @@ export async function nodeDel(lab: string, name: string, p: Progress = quiet()):
   }
   p.step(`deleting ${n.ns} and its pods`);
   const pods = Object.values(s.pods).filter((x) => x.node === name);
-  for (const pod of pods) delNetns(pod.ns);
+  for (const pod of pods) {
+    await stopServer(pod.serve, pod.name);
+    delNetns(pod.ns);
+  }
   delNetns(n.ns);
   await updateState(lab, (st) => {
     for (const pod of pods) delete st.pods[pod.name];
@@ -291,12 +315,27 @@ export async function nodeDel(lab: string, name: string, p: Progress = quiet()):
     st.namespaces = st.namespaces.filter((x) => x !== n.ns);
   });
   rmSync(n.dir, { recursive: true, force: true });
+  for (const pod of pods) rmSync(join(s.dir, 'pods', pod.name), { recursive: true, force: true });
   p.done();
-  return { lease: subnet, leaseDeleted, detail };
+  // the pods are gone: so are they from the endpoints of every service (as Kubernetes' endpoint
+  // controller would do)
+  const endpointWarnings = pods.length > 0 ? await dropPodsFromServices(lab, pods.map((x) => x.name)) : [];
+  return { lease: subnet, leaseDeleted, detail, endpointWarnings };
 }
 
-export async function podAdd(lab: string, name: string, node: string): Promise<{ name: string; node: string; ips: string[]; ns: string }> {
+export interface PodAddResult {
+  name: string;
+  node: string;
+  ips: string[];
+  ns: string;
+  /** the --serve reply server: its ports ("8080/tcp"), PID and log */
+  serve?: { ports: string[]; pid: number; log: string };
+}
+
+export async function podAdd(lab: string, name: string, node: string, o: { serve?: string[]; serveTimeoutMs?: number } = {}): Promise<PodAddResult> {
   validateMemberName(name, 'pod');
+  // a bad --serve is refused before anything is created
+  const serve = o.serve && o.serve.length > 0 ? parseServePorts(o.serve) : undefined;
   let pod!: ReturnType<typeof planPod>;
   const s = await updateState(lab, (st) => {
     if (!st.nodes[node]) throw new Error(`lab ${lab} has no node ${node} (nodes: ${Object.keys(st.nodes).join(', ') || 'none'})`);
@@ -319,13 +358,32 @@ export async function podAdd(lab: string, name: string, node: string): Promise<{
   await updateState(lab, (st) => {
     if (st.pods[name]) Object.assign(st.pods[name], { ips, ready: true });
   });
-  return { name, node, ips, ns: pod.ns };
+  if (!serve) return { name, node, ips, ns: pod.ns };
+
+  // the server: intent recorded, started, its PID recorded, then waited for until it listens
+  const srv = planServer(s, name, serve.ports);
+  await updateState(lab, (st) => {
+    if (st.pods[name]) st.pods[name].serve = srv;
+  });
+  try {
+    srv.proc = startServer(pod, srv);
+    await updateState(lab, (st) => {
+      if (st.pods[name]) st.pods[name].serve = srv;
+    });
+    await waitForServer(pod, srv, srv.proc, o.serveTimeoutMs);
+  } catch (e) {
+    // a pod that was asked to serve and does not is removed whole, server included
+    await podDel(lab, name).catch(() => undefined);
+    throw e;
+  }
+  return { name, node, ips, ns: pod.ns, serve: { ports: serve.ports, pid: srv.proc.pid, log: srv.log } };
 }
 
-export async function podDel(lab: string, name: string): Promise<void> {
+export async function podDel(lab: string, name: string): Promise<{ serverStopped: boolean; endpointWarnings: string[] }> {
   const s = requireState(lab);
   const pod = s.pods[name];
   if (!pod) throw new Error(`lab ${lab} has no pod ${name}`);
+  const serverStopped = await stopServer(pod.serve, name);
   const n = s.nodes[pod.node];
   if (n && netnsExists(n.ns)) {
     // CNI DEL as a runtime does it, with the netns still there, so the plugin releases the
@@ -337,6 +395,10 @@ export async function podDel(lab: string, name: string): Promise<void> {
   await updateState(lab, (st) => {
     delete st.pods[name];
   });
+  rmSync(join(s.dir, 'pods', name), { recursive: true, force: true });
+  // a deleted pod is no service's endpoint any more (as Kubernetes' endpoint controller does)
+  const endpointWarnings = Object.values(s.services).some((x) => slicePods(x.slice).includes(name)) ? await dropPodsFromServices(lab, [name]) : [];
+  return { serverStopped, endpointWarnings };
 }
 
 export async function agentCtl(lab: string, action: 'start' | 'stop' | 'restart', node: string, kill = false): Promise<{ pid?: number; stopped: boolean }> {

@@ -9,6 +9,10 @@ import { withFileLock } from '../util/lock.js';
 
 export type Backend = 'vxlan' | 'host-gw';
 export type StoreKind = 'file' | 'etcd';
+export type ProxyMode = 'nftables' | 'iptables' | 'off';
+export const PROXY_MODES: readonly ProxyMode[] = ['nftables', 'iptables', 'off'];
+export const DEFAULT_PROXY_MODE: ProxyMode = 'nftables';
+export const DEFAULT_SERVICE_CIDR = '10.96.0.0/16';
 
 /** A process the lab started: the PID plus its start time (field 22 of /proc/PID/stat), so a
  * recycled PID is never signalled. */
@@ -43,6 +47,29 @@ export interface LabPod {
   ips: string[];
   /** false while CNI ADD has not answered yet (a crash there still leaves the netns recorded) */
   ready: boolean;
+  /** the `--serve` reply server in the pod's namespace (recorded before it is started) */
+  serve?: LabServer;
+}
+
+/** A reply server (`podnet lab serve`) the lab started in a pod's namespace. */
+export interface LabServer {
+  /** "8080/tcp", "5353/udp" */
+  ports: string[];
+  log: string;
+  readyFile: string;
+  proc?: ProcRef;
+}
+
+/** A service the lab wrote to the cluster store: the objects as written, and where. */
+export interface LabService {
+  name: string;
+  namespace: string;
+  serviceKey: string;
+  sliceKey: string;
+  /** the v1 Service written under serviceKey */
+  service: Record<string, unknown>;
+  /** the discovery/v1 EndpointSlice written under sliceKey */
+  slice: Record<string, unknown>;
 }
 
 export interface LabEtcdMember {
@@ -74,8 +101,12 @@ export interface LabState {
   nodes: Record<string, LabNode>;
   pods: Record<string, LabPod>;
   etcd: Record<string, LabEtcdMember>;
-  /** reserved for services (later issue) */
-  services: Record<string, unknown>;
+  /** services the lab wrote to the store, by name (namespace "default") */
+  services: Record<string, LabService>;
+  /** where cluster IPs come from (absent in labs made before services: DEFAULT_SERVICE_CIDR) */
+  serviceCidr?: string;
+  /** passed to every agent as --proxy-mode (absent in older labs: DEFAULT_PROXY_MODE) */
+  proxyMode?: ProxyMode;
 }
 
 export const NS_PREFIX = 'pnlab';

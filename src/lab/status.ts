@@ -2,8 +2,11 @@
 // (is the PID still the process the lab started, does the namespace exist, what subnet did the
 // agent lease).
 import { isAlive, netnsExists } from './sys.js';
-import { listLabs, loadState, type LabState } from './state.js';
+import { DEFAULT_PROXY_MODE, DEFAULT_SERVICE_CIDR, listLabs, loadState, type LabState } from './state.js';
 import { nodeSubnet } from './lab.js';
+import { isPodServer } from './serve.js';
+import { serviceList, serviceListFromState } from './service-ops.js';
+import { renderServices, type ServiceView } from './services.js';
 
 export interface LabStatus {
   name: string;
@@ -12,13 +15,30 @@ export interface LabStatus {
   backend: string;
   store: string;
   network: string;
+  serviceCidr: string;
+  proxyMode: string;
   underlay: string;
   fabric: { ns: string; ip: string; exists: boolean };
   nodes: { name: string; ns: string; ip: string; subnet?: string; agentPid?: number; agentAlive: boolean; nsExists: boolean; log: string }[];
-  pods: { name: string; node: string; ns: string; ips: string[]; ready: boolean; nsExists: boolean }[];
+  pods: { name: string; node: string; ns: string; ips: string[]; ready: boolean; nsExists: boolean; serve?: { ports: string[]; pid?: number; alive: boolean; log: string } }[];
   etcd: { name: string; ns: string; ip: string; pid?: number; alive: boolean; endpoint: string }[];
+  services: ServiceView[];
+  /** where `services` was read: the cluster store (what the proxy sees), or the lab's own record when the store could not be read */
+  servicesFrom: 'store' | 'state';
+  servicesError?: string;
 }
 
+/** The status with the services read from the store (falling back to the lab's record of them). */
+export async function labStatusWithServices(s: LabState): Promise<LabStatus> {
+  const st = labStatus(s);
+  try {
+    return { ...st, services: await serviceList(s), servicesFrom: 'store' };
+  } catch (e) {
+    return { ...st, servicesError: (e as Error).message };
+  }
+}
+
+/** The status, with the services as the lab last wrote them (no store read: synchronous). */
 export function labStatus(s: LabState): LabStatus {
   return {
     name: s.name,
@@ -27,6 +47,8 @@ export function labStatus(s: LabState): LabStatus {
     backend: s.backend,
     store: s.store,
     network: s.network,
+    serviceCidr: s.serviceCidr ?? DEFAULT_SERVICE_CIDR,
+    proxyMode: s.proxyMode ?? DEFAULT_PROXY_MODE,
     underlay: `192.168.${s.underlayK}.0/24`,
     fabric: { ns: s.fabricNs, ip: s.fabricIp, exists: netnsExists(s.fabricNs) },
     nodes: Object.values(s.nodes)
@@ -34,10 +56,20 @@ export function labStatus(s: LabState): LabStatus {
       .map((n) => ({ name: n.name, ns: n.ns, ip: n.ip, subnet: nodeSubnet(n), agentPid: n.agent?.pid, agentAlive: isAlive(n.agent), nsExists: netnsExists(n.ns), log: n.log })),
     pods: Object.values(s.pods)
       .sort((a, b) => a.node.localeCompare(b.node) || a.name.localeCompare(b.name))
-      .map((p) => ({ name: p.name, node: p.node, ns: p.ns, ips: p.ips, ready: p.ready, nsExists: netnsExists(p.ns) })),
+      .map((p) => ({
+        name: p.name,
+        node: p.node,
+        ns: p.ns,
+        ips: p.ips,
+        ready: p.ready,
+        nsExists: netnsExists(p.ns),
+        ...(p.serve ? { serve: { ports: p.serve.ports, pid: p.serve.proc?.pid, alive: isPodServer(p.serve.proc, p.name), log: p.serve.log } } : {}),
+      })),
     etcd: Object.values(s.etcd)
       .sort((a, b) => a.index - b.index)
       .map((m) => ({ name: m.name, ns: m.ns, ip: m.ip, pid: m.proc?.pid, alive: isAlive(m.proc), endpoint: `http://${m.ip}:2379` })),
+    services: serviceListFromState(s),
+    servicesFrom: 'state',
   };
 }
 
@@ -48,7 +80,7 @@ function table(rows: string[][]): string {
 
 export function renderStatus(st: LabStatus): string {
   const out: string[] = [];
-  out.push(`lab ${st.name} (${st.phase}): ${st.backend}, store ${st.store}, cluster ${st.network}, underlay ${st.underlay} (fabric ${st.fabric.ip}${st.fabric.exists ? '' : ', MISSING'})`);
+  out.push(`lab ${st.name} (${st.phase}): ${st.backend}, store ${st.store}, cluster ${st.network}, services ${st.serviceCidr} (proxy ${st.proxyMode}), underlay ${st.underlay} (fabric ${st.fabric.ip}${st.fabric.exists ? '' : ', MISSING'})`);
   out.push(`state ${st.dir}/state.json`);
   out.push('\nNodes:');
   if (st.nodes.length === 0) out.push('  (none)');
@@ -61,7 +93,15 @@ export function renderStatus(st: LabStatus): string {
     );
   out.push('\nPods:');
   if (st.pods.length === 0) out.push('  (none)');
-  else out.push(table([['POD', 'NODE', 'IPS'], ...st.pods.map((p) => [p.name + (p.ready ? '' : ' (adding)'), p.node, p.ips.join(', ') || '-'])]));
+  else
+    out.push(
+      table([
+        ['POD', 'NODE', 'IPS', 'SERVES'],
+        ...st.pods.map((p) => [p.name + (p.ready ? '' : ' (adding)'), p.node, p.ips.join(', ') || '-', p.serve ? `${p.serve.ports.join(', ')} (${p.serve.alive ? `PID ${p.serve.pid}` : 'stopped'})` : '-']),
+      ]),
+    );
+  out.push(`\nServices${st.servicesFrom === 'state' ? ' (as the lab wrote them; the store was not read' + (st.servicesError ? `: ${st.servicesError}` : '') + ')' : ''}:`);
+  out.push(renderServices(st.services));
   if (st.etcd.length > 0) {
     out.push('\netcd:');
     out.push(table([['MEMBER', 'CLIENT URL', 'PID', 'STATE'], ...st.etcd.map((m) => [m.name, m.endpoint, m.pid ? String(m.pid) : '-', m.alive ? 'running' : 'stopped'])]));
