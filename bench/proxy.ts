@@ -182,9 +182,11 @@ interface Samples {
   kinds: string[];
   /** the Proxier's first sync (replaceAll of N services, from a kernel that already has them) */
   proxierFirst: number[];
+  /** kube-proxy nft: `nft --json list table ip kube-proxy`, which knftables runs on every sync to find stale chains */
+  list: number[];
   error?: string;
 }
-const newSamples = (): Samples => ({ full: [], add: [], addEngine: [], ep: [], epEngine: [], kinds: [], proxierFirst: [] });
+const newSamples = (): Samples => ({ full: [], add: [], addEngine: [], ep: [], epEngine: [], kinds: [], proxierFirst: [], list: [] });
 
 /** A loaded node netns for one variant: lets the harness make single changes and measure them. */
 interface Loaded {
@@ -283,6 +285,11 @@ async function measureRound(v: VariantId, ctx: SizeCtx, s: Samples, round: numbe
         const t0 = t();
         await run(cmd, args, text);
         s.ep.push(t() - t0);
+      }
+      if (v === 'kube-nft') {
+        const t0 = t();
+        await run('nsenter', [`--net=${nsPath(r.loaded.ns)}`, 'nft', '--json', 'list', 'table', 'ip', 'kube-proxy']);
+        s.list.push(t() - t0);
       }
       return;
     }
@@ -545,7 +552,7 @@ async function main(): Promise<void> {
       }
       const kube = v.id.startsWith('kube');
       const fullKinds = s.kinds.filter((k) => k !== 'partial').length;
-      const note = kube ? (v.id === 'kube-ipt' ? 'e2e = iptables-restore --noflush' : 'e2e = nft -f') : !podnet.Proxier ? `no Proxier: ${podnet.proxierWhy}` : fullKinds ? `${fullKinds}/${s.kinds.length} Proxier syncs were full` : '';
+      const note = kube ? (v.id === 'kube-ipt' ? 'e2e = iptables-restore --noflush' : `e2e = nft -f; + ${fmt(median(s.list))} ms for the table listing knftables does per sync`) : !podnet.Proxier ? `no Proxier: ${podnet.proxierWhy}` : fullKinds ? `${fullKinds}/${s.kinds.length} Proxier syncs were full` : '';
       rows.push([String(n), v.label, fmt(median(s.full)), fmt(median(s.add)), kube ? '-' : fmt(median(s.addEngine)), fmt(median(s.ep)), kube ? '-' : fmt(median(s.epEngine)), kube ? '-' : fmt(median(s.proxierFirst)), note]);
     }
   }
