@@ -246,6 +246,8 @@ export function validationNode(clusterCidrs: string[]): ProxyNode {
 export function optionForField(field: string): string | undefined {
   if (/^spec\.ports\[\d+\]\.port$/.test(field)) return '--port';
   if (/^spec\.ports\[\d+\]\.targetPort$/.test(field)) return '--target';
+  // the EndpointSlice's port is the service's target port
+  if (/^ports\[\d+\]\.port$/.test(field)) return '--target';
   if (/^spec\.ports\[\d+\]\.nodePort$/.test(field)) return '--node-port';
   if (/^spec\.ports\[\d+\]\.protocol$/.test(field)) return '--port';
   if (field.startsWith('spec.sessionAffinityConfig')) return '--affinity-timeout';

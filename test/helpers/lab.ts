@@ -1,5 +1,6 @@
 // Runs `podnet lab` from source, with the lab's state under a test directory.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -13,4 +14,43 @@ export function labCli(labDir: string, args: string[], opts: { input?: string; t
     timeout: opts.timeoutMs ?? 240_000,
   });
   return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * Builds dist/ when the bundle the lab starts its agents and pod servers from is missing, has no
+ * `lab serve` yet, or is older than the lab's sources.
+ */
+export function ensureLabBundle(): void {
+  const bundle = join(ROOT, 'dist/podnet.mjs');
+  const sources = [...readdirSync(join(ROOT, 'src/lab')).map((f) => join(ROOT, 'src/lab', f)), join(ROOT, 'src/cli/lab.ts'), join(ROOT, 'src/cli/main.ts')];
+  const stale = !existsSync(bundle) || sources.some((f) => statSync(f).mtimeMs > statSync(bundle).mtimeMs);
+  const hasServe = !stale && spawnSync(process.execPath, [bundle, 'lab', 'serve', '--help'], { encoding: 'utf8' }).status === 0;
+  if (stale || !hasServe) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
+}
+
+// A one-shot client run inside a namespace: connects (TCP) or sends one datagram from a
+// connected UDP socket (so only a reply from the address it sent to is accepted), prints what
+// comes back. Arguments: proto host port timeoutMs.
+const PROBE = `
+const [proto, host, port, ms] = process.argv.slice(1);
+const fail = (m) => { process.stderr.write(m + '\\n'); process.exit(1); };
+setTimeout(() => fail('timeout after ' + ms + ' ms'), Number(ms)).unref();
+if (proto === 'tcp') {
+  const c = require('node:net').connect({ host, port: Number(port) });
+  let out = '';
+  c.on('data', (d) => (out += d));
+  c.on('end', () => { process.stdout.write(out); process.exit(0); });
+  c.on('error', (e) => fail(e.message));
+} else {
+  const s = require('node:dgram').createSocket('udp4');
+  s.on('error', (e) => fail(e.message));
+  s.on('message', (m) => { process.stdout.write(m); process.exit(0); });
+  s.connect(Number(port), host, () => s.send('ping'));
+}
+`;
+
+/** What a TCP connection to, or a UDP datagram sent to, host:port from inside `ns` gets back. */
+export function probe(ns: string, proto: 'tcp' | 'udp', host: string, port: number, timeoutMs = 3000): { code: number; out: string; err: string } {
+  const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '-e', PROBE, proto, host, String(port), String(timeoutMs)], { encoding: 'utf8', timeout: timeoutMs + 5000 });
+  return { code: r.status ?? 1, out: r.stdout ?? '', err: r.stderr ?? '' };
 }
