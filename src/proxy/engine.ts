@@ -1,6 +1,6 @@
 // The rule-engine seam: one interface, one folder per engine (engines/nftables, engines/iptables).
 // Engines render a ProxyModel purely and apply it to the network namespace they were made for.
-import type { ProxyModel, ProxyNode } from './model.js';
+import type { ProxyModel, ProxyNode, ServicePort } from './model.js';
 
 export type ProxyMode = 'nftables' | 'iptables';
 
@@ -24,6 +24,12 @@ export interface SyncResult {
  */
 export type ProgrammedEndpoints = Map<string, Set<string>>;
 
+/** Which ports differ between prev and next, when the caller knows (saves engines a scan of every port). */
+export interface ChangedPorts {
+  before: ServicePort[];
+  after: ServicePort[];
+}
+
 export interface ProxyEngine {
   readonly mode: ProxyMode;
   /** The complete ruleset for this model, as the engine's own tool would load it (nft -f / iptables-restore). Pure. */
@@ -35,7 +41,7 @@ export interface ProxyEngine {
    * what changed. May fall back to a full sync itself when a change is structural; throws on failure
    * (the caller then retries with fullSync).
    */
-  partialSync(prev: ProxyModel, next: ProxyModel, node: ProxyNode): Promise<SyncResult>;
+  partialSync(prev: ProxyModel, next: ProxyModel, node: ProxyNode, changed?: ChangedPorts): Promise<SyncResult>;
   /** What the kernel currently has (for conntrack decisions at start: flush only what really changed). */
   programmedEndpoints(node: ProxyNode): Promise<ProgrammedEndpoints>;
   /** Removes everything this engine created. Idempotent. */

@@ -65,7 +65,7 @@ interface ParsedPort {
   field: string;
 }
 
-interface ParsedService {
+export interface ParsedService {
   key: string;
   frontends?: Frontend[];
   created: string;
@@ -258,12 +258,12 @@ export interface NormalizeOptions {
 // The proxier normalizes the whole state on every change; unchanged objects keep their identity
 // between calls, so parsing and port building are memoized per object. Unchanged ServicePorts come
 // back as the same objects, which lets the engines skip them by identity.
-type ParseOutcome = { ok: ParsedService | undefined } | { err: ServiceProblem };
+export type ParseOutcome = { ok: ParsedService | undefined } | { err: ServiceProblem };
 const parseCache = new WeakMap<RawService, { range: string; out: ParseOutcome }>();
 const sliceCache = new WeakMap<RawEndpointSlice, { out: ReturnType<typeof parseSlice>; problems: ServiceProblem[] }>();
 const portsCache = new WeakMap<ParsedService, { node: ProxyNode; slices: RawEndpointSlice[]; ports: ServicePort[] }>();
 
-function parseCached(raw: RawService, node: ProxyNode): ParseOutcome {
+export function parseCached(raw: RawService, node: ProxyNode): ParseOutcome {
   const range = node.nodePortRange.join('-');
   const hit = typeof raw === 'object' && raw !== null ? parseCache.get(raw) : undefined;
   if (hit && hit.range === range) return hit.out;
@@ -320,57 +320,76 @@ export function normalize(state: ServiceState, node: ProxyNode, opts: NormalizeO
   if (clashing) {
     const involved = new Set<ParsedService>();
     for (const c of claims.values()) if (Array.isArray(c)) for (const x of c) involved.add(x);
-    const order = [...involved].sort((a, b) => {
-      const pa = holdsPrior(a, prior) ? 0 : 1;
-      const pb = holdsPrior(b, prior) ? 0 : 1;
-      if (pa !== pb) return pa - pb;
-      if (a.created !== b.created) return a.created === '' ? 1 : b.created === '' ? -1 : a.created < b.created ? -1 : 1;
-      return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
-    });
-    const owners = new Map<string, string>();
-    const rejected = new Set<ParsedService>();
-    for (const svc of order) {
-      const fr = frontends(svc);
-      const clash = fr.find((f) => owners.has(f.key));
-      if (clash) {
-        rejected.add(svc);
-        problems.push({ service: svc.key, field: clash.field, message: `${clash.what} is already taken by service ${owners.get(clash.key)}` });
-        continue;
-      }
-      for (const f of fr) owners.set(f.key, svc.key);
-    }
+    const rejected = resolveClashes([...involved], (x) => holdsPrior(x, prior));
+    for (const pr of rejected.values()) problems.push(pr);
     accepted = parsed.filter((x) => !rejected.has(x));
   }
 
-  const slicesBySvc = new Map<string, { raw: RawEndpointSlice[]; data: SliceEndpoints[] }>();
+  const slicesBySvc = new Map<string, RawEndpointSlice[]>();
   for (const raw of state.endpointSlices ?? []) {
-    let hit = typeof raw === 'object' && raw !== null ? sliceCache.get(raw) : undefined;
-    if (!hit) {
-      const ps: ServiceProblem[] = [];
-      hit = { out: parseSlice(raw, ps), problems: ps };
-      if (typeof raw === 'object' && raw !== null) sliceCache.set(raw, hit);
-    }
+    const hit = parseSliceCached(raw);
     for (const pr of hit.problems) problems.push(pr);
     if (!hit.out) continue;
-    const l = slicesBySvc.get(hit.out.service) ?? { raw: [], data: [] };
-    l.raw.push(raw);
-    l.data.push(hit.out.data);
-    slicesBySvc.set(hit.out.service, l);
+    const l = slicesBySvc.get(hit.out.service);
+    if (l) l.push(raw);
+    else slicesBySvc.set(hit.out.service, [raw]);
   }
 
   const ports: ServicePort[] = [];
-  for (const s of accepted) {
-    const sl = slicesBySvc.get(s.key) ?? { raw: [], data: [] };
-    const memo = portsCache.get(s);
-    let mine: ServicePort[];
-    if (memo && memo.node === node && sameList(memo.slices, sl.raw)) mine = memo.ports;
-    else {
-      mine = buildPorts(s, sl.data, node);
-      portsCache.set(s, { node, slices: sl.raw, ports: mine });
-    }
-    for (const p of mine) ports.push(p);
-  }
+  for (const s of accepted) for (const p of portsFor(s, slicesBySvc.get(s.key) ?? [], node)) ports.push(p);
   return { ports, problems };
+}
+
+export function parseSliceCached(raw: RawEndpointSlice): { out: ReturnType<typeof parseSlice>; problems: ServiceProblem[] } {
+  let hit = typeof raw === 'object' && raw !== null ? sliceCache.get(raw) : undefined;
+  if (!hit) {
+    const ps: ServiceProblem[] = [];
+    hit = { out: parseSlice(raw, ps), problems: ps };
+    if (typeof raw === 'object' && raw !== null) sliceCache.set(raw, hit);
+  }
+  return hit;
+}
+
+/** The ServicePorts of an accepted service given its slices; the same objects while nothing changed. */
+export function portsFor(s: ParsedService, sliceRaws: RawEndpointSlice[], node: ProxyNode): ServicePort[] {
+  const memo = portsCache.get(s);
+  if (memo && memo.node === node && sameList(memo.slices, sliceRaws)) return memo.ports;
+  const data: SliceEndpoints[] = [];
+  for (const raw of sliceRaws) {
+    const out = parseSliceCached(raw).out;
+    if (out) data.push(out.data);
+  }
+  const ports = buildPorts(s, data, node);
+  portsCache.set(s, { node, slices: sliceRaws, ports });
+  return ports;
+}
+
+/**
+ * Services that share a frontend: the one that held it before wins, else the oldest, else the
+ * first by name; the others are rejected whole. Returns the rejected ones with their problem.
+ */
+export function resolveClashes(involved: ParsedService[], heldBefore: (s: ParsedService) => boolean): Map<ParsedService, ServiceProblem> {
+  const order = involved
+    .map((s) => ({ s, held: heldBefore(s) }))
+    .sort((x, y) => {
+      if (x.held !== y.held) return x.held ? -1 : 1;
+      const a = x.s;
+      const b = y.s;
+      if (a.created !== b.created) return a.created === '' ? 1 : b.created === '' ? -1 : a.created < b.created ? -1 : 1;
+      return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
+    });
+  const owners = new Map<string, string>();
+  const rejected = new Map<ParsedService, ServiceProblem>();
+  for (const { s } of order) {
+    const fr = frontends(s);
+    const clash = fr.find((f) => owners.has(f.key));
+    if (clash) {
+      rejected.set(s, { service: s.key, field: clash.field, message: `${clash.what} is already taken by service ${owners.get(clash.key)}` });
+      continue;
+    }
+    for (const f of fr) owners.set(f.key, s.key);
+  }
+  return rejected;
 }
 
 function buildPorts(s: ParsedService, slices: SliceEndpoints[], node: ProxyNode): ServicePort[] {
@@ -400,13 +419,13 @@ function buildPorts(s: ParsedService, slices: SliceEndpoints[], node: ProxyNode)
   return ports;
 }
 
-interface Frontend {
+export interface Frontend {
   key: string;
   field: string;
   what: string;
 }
 
-function frontends(s: ParsedService): Frontend[] {
+export function frontends(s: ParsedService): Frontend[] {
   if (s.frontends) return s.frontends;
   const out: Frontend[] = [];
   for (const p of s.ports) {

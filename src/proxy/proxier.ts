@@ -1,5 +1,5 @@
 // The sync loop of podnet's service proxy. Events only record desired state and schedule work;
-// a sync normalizes the whole state (memoized, so unchanged services cost a lookup), then asks the
+// a sync applies the changes recorded in the ServiceIndex (only changed services are re-validated), then asks the
 // engine for a partial sync against what was last applied, or a full one at start, periodically,
 // and after any failure (kube-proxy's needFullSync). A failed transaction leaves the previous rules
 // in force (both engines apply atomically); the error is logged, counted and retried as a full sync.
@@ -7,8 +7,8 @@ import { type Logger, nullLogger } from '../util/log.js';
 import { type ConntrackCleaner, ConntrackTool, staleFlows } from './conntrack.js';
 import type { ProgrammedEndpoints, ProxyEngine } from './engine.js';
 import { endpointsByFrontend } from './frontends.js';
-import { type ProxyModel, type ProxyNode, type RawEndpointSlice, type RawService, type ServicePort, type ServiceState, problemText } from './model.js';
-import { frontendOwners, normalize, serviceKey } from './normalize.js';
+import { type ProxyModel, type ProxyNode, type RawEndpointSlice, type RawService, type ServiceState, problemText } from './model.js';
+import { ServiceIndex } from './service-index.js';
 
 export interface ProxierOptions {
   engine: ProxyEngine;
@@ -42,35 +42,12 @@ export interface ProxierStatus {
   problems: string[];
 }
 
-function sliceKey(s: RawEndpointSlice): string {
-  const ns = typeof s.metadata?.namespace === 'string' && s.metadata.namespace ? s.metadata.namespace : 'default';
-  return `${ns}/${typeof s.metadata?.name === 'string' ? s.metadata.name : '(unnamed)'}`;
-}
-
-/** Ports that differ between two models (by identity first: memoized normalization keeps unchanged ports). */
-function changedPorts(prev: ProxyModel, next: ProxyModel): { before: ServicePort[]; after: ServicePort[] } {
-  const prevById = new Map(prev.ports.map((p) => [p.id, p]));
-  const before: ServicePort[] = [];
-  const after: ServicePort[] = [];
-  const seen = new Set<string>();
-  for (const p of next.ports) {
-    seen.add(p.id);
-    const q = prevById.get(p.id);
-    if (q === p) continue;
-    if (q) before.push(q);
-    after.push(p);
-  }
-  for (const q of prev.ports) if (!seen.has(q.id)) before.push(q);
-  return { before, after };
-}
-
 export class Proxier {
   private readonly engine: ProxyEngine;
   private readonly node: ProxyNode;
   private readonly log: Logger;
   private readonly conntrack: ConntrackCleaner | undefined;
-  private readonly services = new Map<string, RawService>();
-  private readonly slices = new Map<string, RawEndpointSlice>();
+  private readonly index = new ServiceIndex();
   private applied?: ProxyModel;
   private needFull = true;
   private dirty = true;
@@ -91,25 +68,22 @@ export class Proxier {
   }
 
   replaceAll(state: ServiceState): void {
-    this.services.clear();
-    this.slices.clear();
-    for (const s of state.services ?? []) this.services.set(serviceKey(s), s);
-    for (const s of state.endpointSlices ?? []) this.slices.set(sliceKey(s), s);
+    this.index.replaceAll(state);
     this.changed();
   }
   putService(raw: RawService): void {
-    this.services.set(serviceKey(raw), raw);
+    this.index.putService(raw);
     this.changed();
   }
   deleteService(namespace: string, name: string): void {
-    if (this.services.delete(`${namespace}/${name}`)) this.changed();
+    if (this.index.deleteService(namespace, name)) this.changed();
   }
   putSlice(raw: RawEndpointSlice): void {
-    this.slices.set(sliceKey(raw), raw);
+    this.index.putSlice(raw);
     this.changed();
   }
   deleteSlice(namespace: string, name: string): void {
-    if (this.slices.delete(`${namespace}/${name}`)) this.changed();
+    if (this.index.deleteSlice(namespace, name)) this.changed();
   }
 
   /** Asks for a full sync at the next opportunity (drift repair). */
@@ -148,16 +122,16 @@ export class Proxier {
     return { ...this.st, syncs: { ...this.st.syncs }, problems: [...this.st.problems] };
   }
 
-  /** The model of the current desired state (for render/status). */
-  model(): ProxyModel {
-    return normalize({ services: [...this.services.values()], endpointSlices: [...this.slices.values()] }, this.node, { priorOwners: this.applied ? frontendOwners(this.applied) : undefined });
+  /** The model of the desired state as of the last successful sync. */
+  model(): ProxyModel | undefined {
+    return this.applied;
   }
 
   /** Applies pending changes now; concurrent callers share one sync and a follow-up if more changed. */
   async sync(): Promise<SyncReport> {
     while (this.running) await this.running.catch(() => undefined);
     if (!this.dirty && !this.needFull && this.applied) {
-      return { kind: 'none', changes: 0, ms: 0, services: this.services.size, ports: this.applied.ports.length, problems: this.st.problems.length, staleFlowsDeleted: 0 };
+      return { kind: 'none', changes: 0, ms: 0, services: this.index.size, ports: this.applied.ports.length, problems: this.st.problems.length, staleFlowsDeleted: 0 };
     }
     this.running = this.syncOnce();
     try {
@@ -170,7 +144,8 @@ export class Proxier {
   private async syncOnce(): Promise<SyncReport> {
     const t0 = performance.now();
     this.dirty = false;
-    const next = this.model();
+    const built = this.index.build(this.node);
+    const next = built.model;
     this.reportProblems(next);
     let kind: 'full' | 'partial';
     let changes: number;
@@ -186,9 +161,9 @@ export class Proxier {
         changes = r.changes;
         after = endpointsByFrontend(next, this.node);
       } else {
-        const diff = changedPorts(prev, next);
+        const diff = { before: built.before, after: built.after };
         try {
-          const r = await this.engine.partialSync(prev, next, this.node);
+          const r = await this.engine.partialSync(prev, next, this.node, diff);
           kind = r.kind;
           changes = r.changes;
         } catch (e) {
@@ -227,7 +202,7 @@ export class Proxier {
         this.log.debug('stale flows deleted', { flows: flows.length, entries: r.deleted });
       }
     }
-    const report: SyncReport = { kind, changes, ms: performance.now() - t0, services: this.services.size, ports: next.ports.length, problems: next.problems.length, staleFlowsDeleted };
+    const report: SyncReport = { kind, changes, ms: performance.now() - t0, services: this.index.size, ports: next.ports.length, problems: next.problems.length, staleFlowsDeleted };
     this.st.lastSync = { ...report, at: new Date().toISOString() };
     this.log.debug('synced', { ...report });
     if (this.dirty && this.resync && !this.stopped) this.changed();

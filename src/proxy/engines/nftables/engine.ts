@@ -5,7 +5,7 @@
 // batch of a few elements costs well under a millisecond.
 import { NftCli } from '../../../kernel/nft.js';
 import type { NetnsRef } from '../../../kernel/types.js';
-import type { EngineOptions, ProgrammedEndpoints, ProxyEngine, SyncResult } from '../../engine.js';
+import type { ChangedPorts, EngineOptions, ProgrammedEndpoints, ProxyEngine, SyncResult } from '../../engine.js';
 import type { ProxyModel, ProxyNode, ServicePort } from '../../model.js';
 import {
   TABLE,
@@ -49,6 +49,23 @@ interface Applied {
 
 function sameNode(a: ProxyNode, b: ProxyNode): boolean {
   return a === b || JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** Ports that differ, by id; identical objects (memoized normalization) are skipped without a compare. */
+export function changedPorts(prev: ProxyModel, next: ProxyModel): ChangedPorts {
+  const prevById = new Map(prev.ports.map((p) => [p.id, p]));
+  const before: ServicePort[] = [];
+  const after: ServicePort[] = [];
+  const seen = new Set<string>();
+  for (const p of next.ports) {
+    seen.add(p.id);
+    const q = prevById.get(p.id);
+    if (q === p || (q && portsEqual(q, p))) continue;
+    if (q) before.push(q);
+    after.push(p);
+  }
+  for (const q of prev.ports) if (!seen.has(q.id)) before.push(q);
+  return { before, after };
 }
 
 function portsEqual(a: ServicePort, b: ServicePort): boolean {
@@ -96,19 +113,19 @@ export class NftablesEngine implements ProxyEngine {
     return { kind: 'full', changes };
   }
 
-  async partialSync(prev: ProxyModel, next: ProxyModel, node: ProxyNode): Promise<SyncResult> {
+  async partialSync(prev: ProxyModel, next: ProxyModel, node: ProxyNode, changed?: ChangedPorts): Promise<SyncResult> {
     try {
-      return await this.partial(prev, next, node);
+      return await this.partial(prev, next, node, changed ?? changedPorts(prev, next));
     } catch (e) {
       this.applied = undefined;
       throw e;
     }
   }
 
-  private async partial(prev: ProxyModel, next: ProxyModel, node: ProxyNode): Promise<SyncResult> {
+  private async partial(prev: ProxyModel, next: ProxyModel, node: ProxyNode, changed: ChangedPorts): Promise<SyncResult> {
     const applied = this.applied;
     if (!applied || !sameNode(applied.node, node)) return this.fullSync(next, node);
-    const prevById = new Map(prev.ports.map((p) => [p.id, p]));
+    const prevById = new Map(changed.before.map((p) => [p.id, p]));
     const nextIds = new Set<string>();
     const deletes: FragElement[] = [];
     const adds: FragElement[] = [];
@@ -139,7 +156,7 @@ export class NftablesEngine implements ProxyEngine {
     };
     let needChains: Set<string> | undefined;
     let maxSlots = 0;
-    for (const p of next.ports) {
+    for (const p of changed.after) {
       nextIds.add(p.id);
       const a = prevById.get(p.id);
       if (a && portsEqual(a, p)) continue;
@@ -148,7 +165,7 @@ export class NftablesEngine implements ProxyEngine {
       for (const lb of frag.lbChains) (needChains ??= new Set()).add(lbChainName(lb.n, lb.masq, lb.affinity));
       maxSlots = Math.max(maxSlots, frag.slots);
     }
-    for (const a of prev.ports) if (!nextIds.has(a.id)) diffPort(a, undefined);
+    for (const a of changed.before) if (!nextIds.has(a.id)) diffPort(a, undefined);
 
     // counts are updated in place; any failure below drops `applied`, so the next sync is full
     const hairpin = applied.hairpin;
@@ -166,7 +183,7 @@ export class NftablesEngine implements ProxyEngine {
     // a structural change, done as one `nft -f` transaction with the element changes.
     const missingChains = [...(needChains ?? [])].filter((c) => !applied.chains.has(c));
     const missingSlots = maxSlots > 0 && !applied.sets.has(`ep4-${maxSlots - 1}`);
-    const hasAffinity = next.ports.some((p) => p.affinitySeconds !== undefined && !prevById.has(p.id)) || missingChains.some((c) => c.includes('-aff'));
+    const hasAffinity = changed.after.some((p) => p.affinitySeconds !== undefined && !prevById.has(p.id)) || missingChains.some((c) => c.includes('-aff'));
     if (missingChains.length > 0 || missingSlots || hasAffinity) {
       const plan = planModel(next, node);
       const newSets = [...plan.sets.keys()].filter((s) => !applied.sets.has(s));

@@ -70,8 +70,20 @@ export function dataText(d: ElemData): string {
   if (d.kind === 'verdict') return d.chain ? `${d.verdict} ${d.chain}` : d.verdict;
   return keyText(d.parts);
 }
+// Element text is rendered once per element object (fragments are cached per service port), so a
+// periodic full sync of 10,000 services does not rebuild 50,000 strings.
+const textMemo = new WeakMap<Element, string>();
 export function elementText(e: Element): string {
-  return e.data ? `${keyText(e.key)} : ${dataText(e.data)}` : keyText(e.key);
+  let t = textMemo.get(e);
+  if (t === undefined) {
+    t = e.data ? `${keyText(e.key)} : ${dataText(e.data)}` : keyText(e.key);
+    textMemo.set(e, t);
+  }
+  return t;
+}
+function withText(e: Element, t: string): Element {
+  textMemo.set(e, t);
+  return e;
 }
 
 function addrPart(f: Family, ip: string): ElemPart {
@@ -119,17 +131,20 @@ export function fragmentOf(p: ServicePort, node: ProxyNode): PortFragment {
     const key = frontendKey(f, fe.ip, fe.protocol, fe.port);
     const k = `${fe.ip} . ${fe.protocol} . ${fe.port}`;
     if (fe.empty) {
-      elements.push({ set: `noep${f}`, k, el: { key, data: fe.empty === 'reject' ? { kind: 'verdict', verdict: 'goto', chain: 'reject-no-endpoints' } : { kind: 'verdict', verdict: 'drop' } } });
+      const reject = fe.empty === 'reject';
+      elements.push({ set: `noep${f}`, k, el: withText({ key, data: reject ? { kind: 'verdict', verdict: 'goto', chain: 'reject-no-endpoints' } : { kind: 'verdict', verdict: 'drop' } }, `${k} : ${reject ? 'goto reject-no-endpoints' : 'drop'}`) });
       continue;
     }
     const n = fe.endpoints.length;
     const lb = { n, masq: fe.masq, affinity: p.affinitySeconds };
     lbChains.push(lb);
     slots = Math.max(slots, n);
-    elements.push({ set: `svc${f}`, k, el: { key, data: { kind: 'verdict', verdict: 'goto', chain: lbChainName(n, lb.masq, lb.affinity) } } });
-    fe.endpoints.forEach((e, i) => {
-      elements.push({ set: epMap(f, i), k, el: { key, data: { kind: 'value', parts: [addrPart(f, e.ip), { kind: 'port', value: e.port }] } } });
-    });
+    const chain = lbChainName(n, lb.masq, lb.affinity);
+    elements.push({ set: `svc${f}`, k, el: withText({ key, data: { kind: 'verdict', verdict: 'goto', chain } }, `${k} : goto ${chain}`) });
+    for (let i = 0; i < n; i++) {
+      const e = fe.endpoints[i];
+      elements.push({ set: epMap(f, i), k, el: withText({ key, data: { kind: 'value', parts: [addrPart(f, e.ip), { kind: 'port', value: e.port }] } }, `${k} : ${e.ip} . ${e.port}`) });
+    }
   }
   const hairpin: FragElement[] = [];
   const seen = new Set<string>();
@@ -137,7 +152,8 @@ export function fragmentOf(p: ServicePort, node: ProxyNode): PortFragment {
     if (seen.has(e.ip)) continue;
     seen.add(e.ip);
     const a = addrPart(f, e.ip);
-    hairpin.push({ set: `hairpin${f}`, k: `${e.ip} . ${e.ip}`, el: { key: [a, a] } });
+    const k = `${e.ip} . ${e.ip}`;
+    hairpin.push({ set: `hairpin${f}`, k, el: withText({ key: [a, a] }, k) });
   }
   return { elements, hairpin, lbChains, slots };
 }
