@@ -64,10 +64,21 @@ export async function hostportAdd(nft: NftRunner, ns: NetnsRef, plan: HostportPl
       break;
     } catch (e) {
       if (!isExists(e)) throw e;
-      const held = findConflicts(plan.elements, (await listHostports(nft, ns)).elements, plan.owner);
+      const present = await listHostports(nft, ns);
+      const held = findConflicts(plan.elements, present.elements, plan.owner);
       if (held.length) throw conflictError(held[0]);
-      // the holder went away between the transaction and the read: once more
       if (attempt >= 1) throw e;
+      // no one else holds the port: either the holder went away since, or the key is this
+      // attachment's own with another target (ADD repeated with changed mappings): drop ours, again
+      const mine = ownedBy(present, (o) => o === plan.owner);
+      const drop = renderHostportDelete(mine.elements, mine.hairpin);
+      if (drop) {
+        try {
+          await nft.run(ns, drop);
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+        }
+      }
     }
   }
   onApplied();

@@ -164,11 +164,23 @@ describe('hostPort', () => {
     // before the pod: an untranslated flow to the node's port 8054 (ICMP port unreachable)
     ask(client, 'UDP4', NODE4, 8054, 40054);
     assert.match(conntrackUdp(h, 'ipv4'), /dport=8054 .*sport=40054|sport=40054 dport=8054/, 'the stale flow exists');
-    const { r, pod } = await add('hp-d', withPorts(base, [{ hostPort: 8054, containerPort: 53, protocol: 'udp' }]));
+    const { r, pod } = await add(
+      'hp-d',
+      withPorts(base, [
+        { hostPort: 8054, containerPort: 53, protocol: 'udp' },
+        { hostPort: 8055, containerPort: 80, protocol: 'tcp', hostIP: NODE4 },
+        { hostPort: 8056, containerPort: 80, protocol: 'tcp', hostIP: NODE6 },
+      ]),
+    );
     assert.equal(r.code, 0, r.stdout);
     serve(pod, 'delta');
     // the same 5-tuple is translated now: the stale entry is gone
     assert.equal(await askUntil(client, 'UDP4', NODE4, 8054, 'delta-udp', 40054), 'delta-udp');
+    // hostIP mappings: that address (and family) only
+    assert.equal(await askUntil(client, 'TCP4', NODE4, 8055, 'delta-tcp'), 'delta-tcp');
+    assert.equal(await askUntil(client, 'TCP6', NODE6, 8056, 'delta-tcp'), 'delta-tcp');
+    assert.equal(ask(client, 'TCP6', NODE6, 8055), '');
+    assert.equal(ask(client, 'TCP4', NODE4, 8056), '');
   });
 
   test('a hostPort another pod holds: ADD fails with 107 and leaves nothing behind', async () => {
@@ -264,15 +276,16 @@ describe('hostPort', () => {
   });
 });
 
-describe('hostPort: concurrent first ADDs on a fresh node', () => {
+for (const agent of [false, true]) describe(`hostPort: concurrent first ADDs on a fresh node (${agent ? 'agent' : 'standalone'})`, () => {
   let h: CniHarness;
   let client: string;
   let base: Conf;
   const N = 8;
-  before(() => {
+  before(async () => {
     h = new CniHarness();
     base = bridgeConf('thpconc', join(h.tmp, 'ipam'), 2);
     client = setupClient(h);
+    if (agent) await h.startAgent();
   });
   after(async () => {
     killServers();

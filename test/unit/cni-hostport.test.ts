@@ -20,6 +20,9 @@ import {
   renderHostportDelete,
   type HostportElement,
 } from '../../src/cni/hostport.js';
+import { KernelError } from '../../src/kernel/exec.js';
+import { hostportAdd, hostportRemoveOwners } from '../../src/cni/hostport-apply.js';
+import type { NetnsRef, NftRunner } from '../../src/kernel/types.js';
 
 const code7 = (field: string) => (e: { code?: number; message: string }) => e.code === 7 && e.message.startsWith(field);
 const pm = (...m: unknown[]) => parsePortMappings({ portMappings: m });
@@ -226,4 +229,67 @@ test('conntrack: ADD flushes flows to the hostPort, DEL those whose reply comes 
   assert.equal(conntrackDeleteOk(1, 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.'), true);
   assert.equal(conntrackDeleteOk(1, 'conntrack v1.4.7 (conntrack-tools): Operation failed: Operation not permitted'), false);
   assert.equal(conntrackDeleteOk(2, ''), false);
+});
+
+// hostportAdd's decisions against a scripted nft: what it runs, what it answers
+
+class FakeNft implements NftRunner {
+  scripts: string[] = [];
+  constructor(
+    private readonly fail: (script: string, n: number) => string | undefined,
+    public listed: unknown,
+  ) {}
+  async run(_ns: NetnsRef, script: string): Promise<void> {
+    this.scripts.push(script);
+    const err = this.fail(script, this.scripts.length);
+    if (err) throw new KernelError({ argv: ['nft', '-f', '-'], exitCode: 1, stderr: `Error: Could not process rule: ${err}`, op: 'nft script' });
+  }
+  async listJson(): Promise<unknown> {
+    return this.listed;
+  }
+}
+
+const HOST: NetnsRef = { kind: 'current' };
+
+test('hostportAdd: one transaction when free; 107 naming the holder when taken, nothing registered', async () => {
+  const plan = planHostports(pm({ hostPort: 8080, containerPort: 80 }), ['10.1.0.7'], 'n:c3/eth0');
+  const free = new FakeNft(() => undefined, undefined);
+  let applied = 0;
+  await hostportAdd(free, HOST, plan, () => applied++);
+  assert.equal(free.scripts.length, 1);
+  assert.equal(applied, 1);
+
+  const taken = new FakeNft(() => 'File exists', LISTED);
+  applied = 0;
+  await assert.rejects(hostportAdd(taken, HOST, plan, () => applied++), (e: Error & { code?: number }) => e.code === ERR_HOSTPORT_IN_USE && /in use by attachment n:c1\/eth0/.test(e.message));
+  assert.equal(applied, 0, 'nothing to undo: the transaction did not commit');
+  assert.equal(taken.scripts.length, 1);
+});
+
+test('hostportAdd: a hostIP mapping committed against another wildcard is refused after the read-back', async () => {
+  const plan = planHostports(pm({ hostPort: 8080, containerPort: 80, hostIP: '192.168.90.1' }), ['10.1.0.7'], 'n:c3/eth0');
+  const nft = new FakeNft(() => undefined, LISTED);
+  let applied = 0;
+  await assert.rejects(hostportAdd(nft, HOST, plan, () => applied++), (e: Error & { code?: number }) => e.code === ERR_HOSTPORT_IN_USE);
+  assert.equal(applied, 1, 'the caller registered the removal before the refusal');
+});
+
+test('hostportAdd: its own stale elements with another target are dropped and the transaction retried once', async () => {
+  // n:c1/eth0 already holds tcp 8080 → 10.1.0.5:80 and now asks for → 10.1.0.5:81
+  const plan = planHostports(pm({ hostPort: 8080, containerPort: 81 }), ['10.1.0.5'], 'n:c1/eth0');
+  const nft = new FakeNft((s, n) => (n === 1 && s.startsWith('table') ? 'File exists' : undefined), LISTED);
+  await hostportAdd(nft, HOST, plan, () => {});
+  assert.equal(nft.scripts.length, 3);
+  assert.match(nft.scripts[1], /^delete element inet podnet-hostport hostports4 \{ udp \. 8053 \}\ndelete element inet podnet-hostport hostports4 \{ tcp \. 8080 \}\ndelete element inet podnet-hostport hairpin4/);
+  assert.equal(nft.scripts[2], nft.scripts[0]);
+});
+
+test('hostportRemoveOwners: deletes exactly the owner\'s elements, nothing when there are none', async () => {
+  const nft = new FakeNft(() => undefined, LISTED);
+  const r = await hostportRemoveOwners(nft, HOST, (o) => o === 'n:c2/eth0');
+  assert.deepEqual(nft.scripts, ['delete element inet podnet-hostport hostipports6 { fd00::1 . tcp . 9001 }\n']);
+  assert.equal(r.elements.length, 1);
+  const none = new FakeNft(() => undefined, undefined);
+  assert.deepEqual(await hostportRemoveOwners(none, HOST, () => true), { elements: [], hairpin: [] });
+  assert.deepEqual(none.scripts, []);
 });
