@@ -1,17 +1,23 @@
-// Runs inside a test namespace: `node probe.mjs tcp|udp HOST PORT COUNT [TIMEOUT_MS] [SRC_PORT]`.
-// Prints JSON {answers: {name: count}, errors: {code: count}, ms: [...]}. TCP: connect, read until
-// close. UDP: one datagram per try from one socket (fixed source port when given), first reply wins.
+// Runs inside a test namespace: `node probe.mjs tcp|udp|udp-fresh HOST PORT COUNT [TIMEOUT_MS] [SRC_PORT|0] [INTERVAL_MS]`.
+// Prints JSON {answers: {name: count}, errors: {code: count}, ms: [...], seq: [answer|error per try]}.
+// TCP: connect, read until close. udp: one datagram per try from one socket (fixed source port
+// when given), first reply wins; udp-fresh: a new socket (so a new flow) per try.
 import net from 'node:net';
 import dgram from 'node:dgram';
 
-const [proto, host, portS, countS, timeoutS, srcPortS] = process.argv.slice(2);
+const [proto, host, portS, countS, timeoutS, srcPortS, intervalS] = process.argv.slice(2);
+const interval = Number(intervalS ?? 0);
 const port = Number(portS);
 const count = Number(countS ?? 1);
 const timeout = Number(timeoutS ?? 2000);
 const answers = {};
 const errors = {};
 const ms = [];
-const bump = (o, k) => (o[k] = (o[k] ?? 0) + 1);
+const seq = [];
+const bump = (o, k) => {
+  o[k] = (o[k] ?? 0) + 1;
+  seq.push(k);
+};
 
 function tcpOnce() {
   return new Promise((resolve) => {
@@ -25,12 +31,20 @@ function tcpOnce() {
   });
 }
 
-async function udpAll() {
-  const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
-  await new Promise((r) => sock.bind(srcPortS ? Number(srcPortS) : 0, r));
+async function udpAll(fresh) {
+  let sock;
   let waiting;
-  sock.on('message', (m) => { if (waiting) { const w = waiting; waiting = undefined; w(m.toString().trim()); } });
+  const open = async () => {
+    sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    await new Promise((r) => sock.bind(Number(srcPortS ?? 0), r));
+    sock.on('message', (m) => { if (waiting) { const w = waiting; waiting = undefined; w(m.toString().trim()); } });
+  };
+  await open();
   for (let i = 0; i < count; i++) {
+    if (fresh && i > 0) {
+      sock.close();
+      await open();
+    }
     const t0 = performance.now();
     const got = await new Promise((resolve) => {
       const timer = setTimeout(() => { waiting = undefined; resolve(undefined); }, timeout);
@@ -38,10 +52,12 @@ async function udpAll() {
       sock.send('ping', port, host);
     });
     if (got) { bump(answers, got); ms.push(performance.now() - t0); } else bump(errors, 'TIMEOUT');
+    const rest = interval - (performance.now() - t0);
+    if (rest > 0) await new Promise((r) => setTimeout(r, rest));
   }
   sock.close();
 }
 
 if (proto === 'tcp') for (let i = 0; i < count; i++) await tcpOnce();
-else await udpAll();
-process.stdout.write(JSON.stringify({ answers, errors, ms }) + '\n');
+else await udpAll(proto === 'udp-fresh');
+process.stdout.write(JSON.stringify({ answers, errors, ms, seq }) + '\n');

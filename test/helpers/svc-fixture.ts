@@ -83,12 +83,14 @@ export interface ProbeResult {
   answers: Record<string, number>;
   errors: Record<string, number>;
   ms: number[];
+  /** the answer (or error code) of each try, in order */
+  seq: string[];
 }
 
 /** Runs the probe inside `ns` (async, so several can run at once). */
-export function probe(ns: string, proto: 'tcp' | 'udp', host: string, port: number, count = 1, timeoutMs = 2000, srcPort?: number): Promise<ProbeResult> {
+export function probe(ns: string, proto: 'tcp' | 'udp' | 'udp-fresh', host: string, port: number, count = 1, timeoutMs = 2000, srcPort?: number, intervalMs?: number): Promise<ProbeResult> {
   return new Promise((resolve, reject) => {
-    const args = ['netns', 'exec', ns, process.execPath, PROBE, proto, host, String(port), String(count), String(timeoutMs), ...(srcPort ? [String(srcPort)] : [])];
+    const args = ['netns', 'exec', ns, process.execPath, PROBE, proto, host, String(port), String(count), String(timeoutMs), String(srcPort ?? 0), String(intervalMs ?? 0)];
     const c = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
