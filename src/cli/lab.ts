@@ -144,12 +144,12 @@ export function registerLabCommands(program: Command): void {
     .command('add <pod>')
     .description('create a pod on a node (CNI ADD exactly as a runtime calls it); --serve runs a server in it that answers with the pod\'s name')
     .requiredOption('--node <node>', 'node to run the pod on')
-    .option('--serve <port[/udp]>', 'answer every TCP connection (PORT, PORT/tcp) or UDP datagram (PORT/udp) on this port with the pod\'s name and a newline; repeatable', collect, [])
+    .option('--serve <port[/udp]>', 'answer every TCP connection (PORT, PORT/tcp) or UDP datagram (PORT/udp) on this port with the pod\'s name and a newline; repeatable', collect)
     .option('--serve-timeout <s>', 'seconds to wait for the server to listen', intArg, 10)
     .addOption(nameOption())
     .addOption(outputOption())
     .action(
-      action(async (podName: string, o: { node: string; serve: string[]; serveTimeout: number; name?: string } & Out) => {
+      action(async (podName: string, o: { node: string; serve?: string[]; serveTimeout: number; name?: string } & Out) => {
         const { podAdd } = await import('../lab/lab.js');
         const { resolveLabName } = await import('../lab/state.js');
         const r = await podAdd(resolveLabName(o.name), podName, o.node, { serve: o.serve, serveTimeoutMs: o.serveTimeout * 1000 });
@@ -206,11 +206,11 @@ export function registerLabCommands(program: Command): void {
   service
     .command('add <service>')
     .description('allocate a cluster IP (and NodePorts) and write the Service and its EndpointSlice, after the proxy\'s own validation')
-    .option('--port <port[/proto]>', 'service port: PORT, PORT/tcp or PORT/udp; repeatable', collect, [])
-    .option('--target <port>', 'the pods\' port (default: the service port); once, or once per --port', collect, [])
-    .option('--pods <a,b,c>', 'the endpoints: lab pods, comma-separated (\'\': none)', '')
+    .option('--port <port[/proto]>', 'service port: PORT, PORT/tcp or PORT/udp (required; repeatable)', collect)
+    .option('--target <port>', 'the pods\' port (default: the service port); once, or once per --port', collect)
+    .option('--pods <a,b,c>', 'the endpoints: lab pods, comma-separated (default: none)')
     .addOption(new Option('--type <type>', 'service type').choices(['ClusterIP', 'NodePort']).default('ClusterIP'))
-    .option('--node-port <n>', 'NodePort (30000-32767; default: the lowest free one); once per --port', collect, [])
+    .option('--node-port <n>', 'NodePort (30000-32767; default: the lowest free one); once per --port', collect)
     .option('--cluster-ip <ip>', 'a given cluster IP from the service CIDR (default: the lowest free one)')
     .addOption(new Option('--affinity <kind>', 'session affinity').choices(['None', 'ClientIP']).default('None'))
     .option('--affinity-timeout <s>', 'ClientIP affinity timeout in seconds (default 10800)')
@@ -223,11 +223,11 @@ export function registerLabCommands(program: Command): void {
         async (
           svcName: string,
           o: {
-            port: string[];
-            target: string[];
-            pods: string;
+            port?: string[];
+            target?: string[];
+            pods?: string;
             type: 'ClusterIP' | 'NodePort';
-            nodePort: string[];
+            nodePort?: string[];
             clusterIp?: string;
             affinity: 'None' | 'ClientIP';
             affinityTimeout?: string;
@@ -241,9 +241,9 @@ export function registerLabCommands(program: Command): void {
           const { renderServices } = await import('../lab/services.js');
           const v = await serviceAdd(resolveLabName(o.name), {
             name: svcName,
-            ports: o.port,
-            targets: o.target,
-            nodePorts: o.nodePort,
+            ports: o.port ?? [],
+            targets: o.target ?? [],
+            nodePorts: o.nodePort ?? [],
             type: o.type,
             pods: o.pods,
             clusterIP: o.clusterIp,
@@ -306,18 +306,18 @@ export function registerLabCommands(program: Command): void {
     .command('serve', { hidden: true })
     .description('answer TCP connections and UDP datagrams with a line (what `pod add --serve` runs in the pod)')
     .requiredOption('--reply <text>', 'the line to answer with (a newline is added)')
-    .option('--tcp <port>', 'TCP port; repeatable', collect, [])
-    .option('--udp <port>', 'UDP port; repeatable', collect, [])
+    .option('--tcp <port>', 'TCP port; repeatable', collect)
+    .option('--udp <port>', 'UDP port; repeatable', collect)
     .option('--ready-file <path>', 'written with the PID once every port listens')
     .action(
-      action(async (o: { reply: string; tcp: string[]; udp: string[]; readyFile?: string }) => {
+      action(async (o: { reply: string; tcp?: string[]; udp?: string[]; readyFile?: string }) => {
         const { runServer } = await import('../lab/serve.js');
         const port = (v: string) => {
           const n = Number(v);
           if (!Number.isInteger(n) || n < 1 || n > 65535) throw new Error(`port out of range: ${v}`);
           return n;
         };
-        await runServer({ reply: o.reply, tcp: o.tcp.map(port), udp: o.udp.map(port), readyFile: o.readyFile });
+        await runServer({ reply: o.reply, tcp: (o.tcp ?? []).map(port), udp: (o.udp ?? []).map(port), readyFile: o.readyFile });
       }),
     );
 

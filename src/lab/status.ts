@@ -100,7 +100,7 @@ export function renderStatus(st: LabStatus): string {
         ...st.pods.map((p) => [p.name + (p.ready ? '' : ' (adding)'), p.node, p.ips.join(', ') || '-', p.serve ? `${p.serve.ports.join(', ')} (${p.serve.alive ? `PID ${p.serve.pid}` : 'stopped'})` : '-']),
       ]),
     );
-  out.push(`\nServices${st.servicesFrom === 'state' ? ' (as the lab wrote them; the store was not read' + (st.servicesError ? `: ${st.servicesError}` : '') + ')' : ''}:`);
+  out.push(`\nServices${st.servicesError ? ` (as the lab wrote them: the store could not be read: ${st.servicesError})` : ''}:`);
   out.push(renderServices(st.services));
   if (st.etcd.length > 0) {
     out.push('\netcd:');

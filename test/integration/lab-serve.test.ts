@@ -21,6 +21,7 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 const LAB_DIR = mkdtempSync(join(tmpdir(), 'pnlab-test-'));
 const TAG = `s${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
 const LAB = `${TAG}a`;
+const ELAB = `${TAG}e`;
 
 const cli = (args: string[]) => labCli(LAB_DIR, [...args, '--name', LAB], { timeoutMs: 240_000 });
 const state = (): LabState => JSON.parse(readFileSync(join(LAB_DIR, LAB, 'state.json'), 'utf8'));
@@ -49,6 +50,7 @@ before(() => {
 
 after(() => {
   if (existsSync(join(LAB_DIR, LAB))) cli(['down']);
+  if (existsSync(join(LAB_DIR, ELAB))) labCli(LAB_DIR, ['down', '--name', ELAB]);
   for (const ns of netnsWithPrefix(`pnlab-${TAG}`)) spawnSync('ip', ['netns', 'del', ns]);
   rmSync(LAB_DIR, { recursive: true, force: true });
 });
@@ -240,4 +242,54 @@ test('pod del stops its server by PID and removes the pod from every service\'s 
   assert.equal(r.code, 0, r.stderr);
   assert.ok(!isAlive(a), `server PID ${a.pid} is gone after lab down`);
   assert.deepEqual(netnsWithPrefix(`pnlab-${LAB}-`), []);
+});
+
+test('on the etcd store: service add, ls, endpoints set, del through etcd; status falls back to the lab\'s record while etcd is down', { skip, timeout: 180_000 }, () => {
+  const ecli = (args: string[]) => labCli(LAB_DIR, [...args, '--name', ELAB], { timeoutMs: 120_000 });
+  let r = ecli(['up', '--nodes', '1', '--store', 'etcd', '--service-cidr', '10.100.0.0/24', '--proxy-mode', 'off']);
+  assert.equal(r.code, 0, r.stderr);
+  try {
+    r = ecli(['pod', 'add', 'x', '--node', 'n1', '--serve', '80']);
+    assert.equal(r.code, 0, r.stderr);
+    r = ecli(['service', 'add', 'web', '--port', '80', '--pods', 'x', '--type', 'NodePort', '--node-port', '31000', '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    const v = JSON.parse(r.stdout) as ServiceView;
+    assert.equal(v.clusterIP, '10.100.0.2', 'from the lab\'s --service-cidr');
+    assert.equal(v.nodePort, 31000);
+    const brief = () => (JSON.parse(ecli(['service', 'ls', '-o', 'json']).stdout) as ServiceView[]).map((x) => [x.name, x.clusterIP, x.endpoints]);
+    assert.deepEqual(brief(), [['web', '10.100.0.2', ['x']]]);
+    r = ecli(['endpoints', 'set', 'web', '--pods', '']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(brief(), [['web', '10.100.0.2', []]]);
+    // the agent got the lab's proxy mode
+    const st = JSON.parse(readFileSync(join(LAB_DIR, ELAB, 'state.json'), 'utf8')) as LabState;
+    const argv = readFileSync(`/proc/${st.nodes.n1.agent!.pid}/cmdline`, 'utf8').split('\0');
+    if (argv.includes('--proxy-mode')) assert.equal(argv[argv.indexOf('--proxy-mode') + 1], 'off');
+    // etcd down: status still answers, from what the lab wrote
+    r = ecli(['etcd', 'stop', 'e1']);
+    assert.equal(r.code, 0, r.stderr);
+    r = ecli(['status', '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    const status = JSON.parse(r.stdout) as { services: ServiceView[]; servicesFrom: string; servicesError?: string };
+    assert.equal(status.servicesFrom, 'state');
+    assert.ok(status.servicesError);
+    assert.deepEqual(status.services.map((x) => [x.name, x.clusterIP, x.endpoints]), [['web', '10.100.0.2', []]]);
+    r = ecli(['service', 'ls']);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    r = ecli(['etcd', 'start', 'e1']);
+    assert.equal(r.code, 0, r.stderr);
+    // etcd needs a moment to answer again
+    for (let i = 0; i < 30; i++) {
+      r = ecli(['service', 'del', 'web']);
+      if (r.code === 0) break;
+      spawnSync('sleep', ['0.5']);
+    }
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(brief(), []);
+  } finally {
+    r = ecli(['down']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(netnsWithPrefix(`pnlab-${ELAB}-`), []);
+  }
 });
