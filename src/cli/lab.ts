@@ -146,13 +146,14 @@ export function registerLabCommands(program: Command): void {
     .requiredOption('--node <node>', 'node to run the pod on')
     .option('--serve <port[/udp]>', 'answer every TCP connection (PORT, PORT/tcp) or UDP datagram (PORT/udp) on this port with the pod\'s name and a newline; repeatable', collect)
     .option('--serve-timeout <s>', 'seconds to wait for the server to listen', intArg, 10)
+    .option('--host-port <host:container[/udp]>', 'publish a pod port on the node\'s addresses (the CNI portMappings capability, as a runtime passes it); repeatable', collect)
     .addOption(nameOption())
     .addOption(outputOption())
     .action(
-      action(async (podName: string, o: { node: string; serve?: string[]; serveTimeout: number; name?: string } & Out) => {
+      action(async (podName: string, o: { node: string; serve?: string[]; serveTimeout: number; hostPort?: string[]; name?: string } & Out) => {
         const { podAdd } = await import('../lab/lab.js');
         const { resolveLabName } = await import('../lab/state.js');
-        const r = await podAdd(resolveLabName(o.name), podName, o.node, { serve: o.serve, serveTimeoutMs: o.serveTimeout * 1000 });
+        const r = await podAdd(resolveLabName(o.name), podName, o.node, { serve: o.serve, serveTimeoutMs: o.serveTimeout * 1000, hostPorts: o.hostPort });
         console.log(o.output === 'json' ? JSON.stringify(r) : `pod ${r.name} on ${r.node}: ${r.ips.join(', ')}${r.serve ? `; serving ${r.serve.ports.join(', ')} (PID ${r.serve.pid})` : ''}`);
       }),
     );

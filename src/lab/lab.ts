@@ -10,7 +10,7 @@ import { formatCidr, masked, overlaps, parseCidr, tryParseCidr } from '../util/i
 import { withFileLock } from '../util/lock.js';
 import { Progress } from '../util/progress.js';
 import { agentKnowsProxyMode, deleteLeaseKey, planEtcdMember, startAgent, startEtcd, waitForEtcd, waitForSubnets } from './agents.js';
-import { cniCall, cniErrorText, planPod, resultIps } from './pods.js';
+import { cniCall, cniErrorText, parseHostPorts, planPod, resultIps } from './pods.js';
 import { planServer, startServer, stopServer, waitForServer } from './serve.js';
 import { dropPodsFromServices, slicePods } from './service-ops.js';
 import { parseServiceCidr, parseServePorts } from './services.js';
@@ -332,15 +332,17 @@ export interface PodAddResult {
   serve?: { ports: string[]; pid: number; log: string };
 }
 
-export async function podAdd(lab: string, name: string, node: string, o: { serve?: string[]; serveTimeoutMs?: number } = {}): Promise<PodAddResult> {
+export async function podAdd(lab: string, name: string, node: string, o: { serve?: string[]; serveTimeoutMs?: number; hostPorts?: string[] } = {}): Promise<PodAddResult> {
   validateMemberName(name, 'pod');
-  // a bad --serve is refused before anything is created
+  // a bad --serve or --host-port is refused before anything is created
   const serve = o.serve && o.serve.length > 0 ? parseServePorts(o.serve) : undefined;
+  const hostPorts = o.hostPorts && o.hostPorts.length > 0 ? parseHostPorts(o.hostPorts) : undefined;
   let pod!: ReturnType<typeof planPod>;
   const s = await updateState(lab, (st) => {
     if (!st.nodes[node]) throw new Error(`lab ${lab} has no node ${node} (nodes: ${Object.keys(st.nodes).join(', ') || 'none'})`);
     if (st.pods[name]) throw new Error(`lab ${lab} has a pod ${name} already (on ${st.pods[name].node})`);
     pod = planPod(st, name, node);
+    if (hostPorts) pod.hostPorts = hostPorts;
     st.pods[name] = pod;
   });
   const n = s.nodes[node];

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runAsync } from './sys.js';
-import { nsName, type LabNode, type LabPod, type LabState } from './state.js';
+import { nsName, type HostPortMapping, type LabNode, type LabPod, type LabState } from './state.js';
 import { POD_IFNAME } from './topology.js';
 
 /** What libcni hands a plugin of a conflist: the plugin's object plus the list's cniVersion and name. */
@@ -23,6 +23,23 @@ export interface CniOutcome {
   stderr: string;
 }
 
+/** `--host-port HOST:CONTAINER[/tcp|/udp]`, as a runtime's portMappings capability. Pure. */
+export function parseHostPorts(specs: string[]): HostPortMapping[] {
+  const out: HostPortMapping[] = [];
+  for (const spec of specs) {
+    const m = /^(\d+):(\d+)(?:\/(tcp|udp))?$/.exec(spec);
+    if (!m) throw new Error(`--host-port ${JSON.stringify(spec)}: expected HOST:CONTAINER, HOST:CONTAINER/tcp or HOST:CONTAINER/udp`);
+    const [hostPort, containerPort] = [Number(m[1]), Number(m[2])];
+    for (const [what, v] of [['host port', hostPort], ['container port', containerPort]] as const) {
+      if (v < 1 || v > 65535) throw new Error(`--host-port ${spec}: ${what} ${v} is out of range (1-65535)`);
+    }
+    const protocol = (m[3] ?? 'tcp') as 'tcp' | 'udp';
+    if (out.some((x) => x.hostPort === hostPort && x.protocol === protocol)) throw new Error(`--host-port ${spec}: host port ${hostPort}/${protocol} given twice`);
+    out.push({ hostPort, containerPort, protocol });
+  }
+  return out;
+}
+
 export async function cniCall(n: LabNode, command: 'ADD' | 'DEL' | 'CHECK', pod: LabPod, netnsPath: string): Promise<CniOutcome> {
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
@@ -33,7 +50,10 @@ export async function cniCall(n: LabNode, command: 'ADD' | 'DEL' | 'CHECK', pod:
     CNI_PATH: n.binDir,
     PODNET_CNI_LOG: join(n.dir, 'cni.log'),
   };
-  return runAsync('ip', ['netns', 'exec', n.ns, join(n.binDir, 'podnet')], { env, input: JSON.stringify(pluginConfig(n.conflist)), timeoutMs: 60_000 });
+  const conf = pluginConfig(n.conflist);
+  // what libcni does for a capability the plugin declares: the runtime's value under runtimeConfig
+  if (pod.hostPorts && pod.hostPorts.length > 0) conf.runtimeConfig = { portMappings: pod.hostPorts };
+  return runAsync('ip', ['netns', 'exec', n.ns, join(n.binDir, 'podnet')], { env, input: JSON.stringify(conf), timeoutMs: 60_000 });
 }
 
 /** The pod's addresses (without prefix) from a CNI result. */

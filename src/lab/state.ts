@@ -49,6 +49,14 @@ export interface LabPod {
   ready: boolean;
   /** the `--serve` reply server in the pod's namespace (recorded before it is started) */
   serve?: LabServer;
+  /** `--host-port`: the CNI portMappings capability this pod was added (and is deleted) with */
+  hostPorts?: HostPortMapping[];
+}
+
+export interface HostPortMapping {
+  hostPort: number;
+  containerPort: number;
+  protocol: 'tcp' | 'udp';
 }
 
 /** A reply server (`podnet lab serve`) the lab started in a pod's namespace. */

@@ -82,6 +82,7 @@ export function nodeConflist(s: LabState, n: LabNode): Record<string, unknown> {
       {
         type: 'podnet',
         mode: 'bridge',
+        capabilities: { portMappings: true },
         bridge: 'podnet0',
         isGateway: true,
         isDefaultGateway: true,

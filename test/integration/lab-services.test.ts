@@ -110,6 +110,17 @@ for (const mode of ['nftables', 'iptables'] as const) {
       }
     });
 
+    it('serves a hostPort at its node\'s IP', { skip }, async () => {
+      cli(['pod', 'add', 'h', '--node', 'n2', '--serve', '8080', '--serve', '5353/udp', '--host-port', '8081:8080', '--host-port', '8053:5353/udp']);
+      st = state();
+      const t = await probe(podNs('cl1'), 'tcp', nodeIP('n2'), 8081, 3);
+      assert.deepEqual(t.answers, { h: 3 }, JSON.stringify(t));
+      const u = await probe(podNs('cl3'), 'udp-fresh', nodeIP('n2'), 8053, 3, 1000);
+      assert.deepEqual(u.answers, { h: 3 }, JSON.stringify(u));
+      const other = await probe(podNs('cl1'), 'tcp', nodeIP('n1'), 8081, 1, 1000);
+      assert.equal(total(other), 0, 'only on its own node');
+    });
+
     it('hairpin: a pod reaches itself through its service', { skip }, async () => {
       cli(['service', 'add', 'self', '--port', '82', '--target', '8080', '--pods', 'a']);
       const self = svc('self');
