@@ -228,9 +228,9 @@ function cmpEndpoint(a: Endpoint, b: Endpoint): number {
 
 /** Endpoints of one service port: ready ones, or serving-and-terminating ones when none is ready. */
 function endpointsFor(slices: SliceEndpoints[], family: Family, port: ParsedPort, node: ProxyNode): Endpoint[] {
-  const ready: Endpoint[] = [];
-  const terminating: Endpoint[] = [];
-  const seen = new Set<string>();
+  // an address may be listed by several slices (during a rollover): the best condition wins, so
+  // the result does not depend on the order of the slices
+  const best = new Map<string, { ep: Endpoint; rank: number }>();
   for (const sl of slices) {
     if (sl.family !== family) continue;
     let target: number | undefined;
@@ -239,13 +239,18 @@ function endpointsFor(slices: SliceEndpoints[], family: Family, port: ParsedPort
     else if (sl.ports.length === 0) target = typeof port.targetPort === 'number' ? port.targetPort : undefined;
     if (target === undefined) continue;
     for (const e of sl.endpoints) {
+      const rank = e.ready ? 2 : e.serving && e.terminating ? 1 : 0;
       const k = `${e.ip}/${target}`;
-      if (seen.has(k)) continue;
-      seen.add(k);
-      const ep: Endpoint = { ip: e.ip, port: target, nodeName: e.nodeName, local: e.nodeName !== undefined && e.nodeName === node.name };
-      if (e.ready) ready.push(ep);
-      else if (e.serving && e.terminating) terminating.push(ep);
+      const had = best.get(k);
+      if (had && had.rank >= rank) continue;
+      best.set(k, { rank, ep: { ip: e.ip, port: target, nodeName: e.nodeName, local: e.nodeName !== undefined && e.nodeName === node.name } });
     }
+  }
+  const ready: Endpoint[] = [];
+  const terminating: Endpoint[] = [];
+  for (const { ep, rank } of best.values()) {
+    if (rank === 2) ready.push(ep);
+    else if (rank === 1) terminating.push(ep);
   }
   return (ready.length > 0 ? ready : terminating).sort(cmpEndpoint);
 }
@@ -320,7 +325,7 @@ export function normalize(state: ServiceState, node: ProxyNode, opts: NormalizeO
   if (clashing) {
     const involved = new Set<ParsedService>();
     for (const c of claims.values()) if (Array.isArray(c)) for (const x of c) involved.add(x);
-    const rejected = resolveClashes([...involved], (x) => holdsPrior(x, prior));
+    const rejected = resolveClashes([...involved], (fkey) => prior.get(fkey));
     for (const pr of rejected.values()) problems.push(pr);
     accepted = parsed.filter((x) => !rejected.has(x));
   }
@@ -368,19 +373,26 @@ export function portsFor(s: ParsedService, sliceRaws: RawEndpointSlice[], node: 
  * Services that share a frontend: the one that held it before wins, else the oldest, else the
  * first by name; the others are rejected whole. Returns the rejected ones with their problem.
  */
-export function resolveClashes(involved: ParsedService[], heldBefore: (s: ParsedService) => boolean): Map<ParsedService, ServiceProblem> {
+export function resolveClashes(involved: ParsedService[], priorOwner: (frontendKey: string) => string | undefined): Map<ParsedService, ServiceProblem> {
+  const rejected = new Map<ParsedService, ServiceProblem>();
+  const claimants = new Map<string, Set<string>>();
+  for (const s of involved) for (const f of frontends(s)) (claimants.get(f.key) ?? claimants.set(f.key, new Set()).get(f.key)!).add(s.key);
+  // a frontend stays with the service that held it, as long as that service still claims it
+  for (const s of involved) {
+    const lost = frontends(s).find((f) => {
+      const holder = priorOwner(f.key);
+      return holder !== undefined && holder !== s.key && claimants.get(f.key)!.has(holder);
+    });
+    if (lost) rejected.set(s, { service: s.key, field: lost.field, message: `${lost.what} is already taken by service ${priorOwner(lost.key)}` });
+  }
   const order = involved
-    .map((s) => ({ s, held: heldBefore(s) }))
-    .sort((x, y) => {
-      if (x.held !== y.held) return x.held ? -1 : 1;
-      const a = x.s;
-      const b = y.s;
+    .filter((s) => !rejected.has(s))
+    .sort((a, b) => {
       if (a.created !== b.created) return a.created === '' ? 1 : b.created === '' ? -1 : a.created < b.created ? -1 : 1;
       return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
     });
   const owners = new Map<string, string>();
-  const rejected = new Map<ParsedService, ServiceProblem>();
-  for (const { s } of order) {
+  for (const s of order) {
     const fr = frontends(s);
     const clash = fr.find((f) => owners.has(f.key));
     if (clash) {
@@ -437,9 +449,6 @@ export function frontends(s: ParsedService): Frontend[] {
   return out;
 }
 
-function holdsPrior(s: ParsedService, prior: ReadonlyMap<string, string>): boolean {
-  return frontends(s).some((f) => prior.get(f.key) === s.key);
-}
 
 /** The frontend owners of an accepted model, to pass as priorOwners next time. */
 export function frontendOwners(model: ProxyModel): Map<string, string> {

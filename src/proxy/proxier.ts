@@ -114,7 +114,8 @@ export class Proxier {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.resync) clearInterval(this.resync);
-    await this.running?.catch(() => undefined);
+    // queued syncs see `stopped` and return; the one running finishes before the engine closes
+    while (this.running) await this.running.catch(() => undefined);
     this.engine.close?.();
   }
 
@@ -130,6 +131,7 @@ export class Proxier {
   /** Applies pending changes now; concurrent callers share one sync and a follow-up if more changed. */
   async sync(): Promise<SyncReport> {
     while (this.running) await this.running.catch(() => undefined);
+    if (this.stopped) throw new Error('the proxier is stopped');
     if (!this.dirty && !this.needFull && this.applied) {
       return { kind: 'none', changes: 0, ms: 0, services: this.index.size, ports: this.applied.ports.length, problems: this.st.problems.length, staleFlowsDeleted: 0 };
     }

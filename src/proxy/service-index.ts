@@ -44,6 +44,7 @@ export class ServiceIndex {
   /** frontend key -> the accepted service that holds it (priority in later clashes) */
   private readonly owners = new Map<string, string>();
   private readonly dirty = new Set<string>();
+  private readonly duplicates = new Map<string, ServiceProblem>();
   private node?: ProxyNode;
   private flat?: ServicePort[];
 
@@ -54,7 +55,13 @@ export class ServiceIndex {
   replaceAll(state: ServiceState): void {
     for (const k of [...this.services.keys()]) this.deleteServiceKey(k);
     for (const k of [...this.slices.keys()]) this.deleteSliceKey(k);
-    for (const s of state.services ?? []) this.putService(s);
+    this.duplicates.clear();
+    for (const s of state.services ?? []) {
+      // as normalize(): the first copy counts, a second one is a problem
+      const k = serviceKey(s);
+      if (this.services.has(k)) this.duplicates.set(k, { service: k, field: 'metadata.name', message: 'a service with this namespace and name is given twice' });
+      else this.putService(s);
+    }
     for (const s of state.endpointSlices ?? []) this.putSlice(s);
   }
 
@@ -164,8 +171,7 @@ export class ServiceIndex {
       const involved = new Set<string>();
       for (const f of this.contested) for (const k of this.claims.get(f) ?? []) involved.add(k);
       const list = [...involved].map((k) => this.parsed.get(k)!).filter(Boolean);
-      const held = (p: ParsedService) => frontends(p).some((f) => this.owners.get(f.key) === p.key);
-      for (const [p, problem] of resolveClashes(list, held)) rejectedNow.set(p.key, problem);
+      for (const [p, problem] of resolveClashes(list, (fkey) => this.owners.get(fkey))) rejectedNow.set(p.key, problem);
     }
     for (const k of this.clashRejected.keys()) if (!rejectedNow.has(k)) this.dirty.add(k);
     for (const k of rejectedNow.keys()) if (!this.clashRejected.has(k)) this.dirty.add(k);
@@ -179,7 +185,7 @@ export class ServiceIndex {
       let now: ServicePort[] | undefined;
       if (p && !rejectedNow.has(k)) {
         const raws = [...(this.slicesBySvc.get(k) ?? [])].map((sk) => this.slices.get(sk)!);
-        now = portsFor(p, raws, node);
+        now = keepSlots(old, portsFor(p, raws, node));
       }
       if (old === now) continue;
       if (old) {
@@ -212,8 +218,43 @@ export class ServiceIndex {
   }
 
   private problems(): ServiceProblem[] {
-    const out: ServiceProblem[] = [...this.parseProblems.values(), ...this.clashRejected.values()];
+    const out: ServiceProblem[] = [...this.parseProblems.values(), ...this.duplicates.values(), ...this.clashRejected.values()];
     for (const ps of this.sliceProblems.values()) for (const p of ps) out.push(p);
     return out;
   }
+}
+
+/**
+ * Endpoints keep the position they had: an engine maps positions to slots (ClientIP affinity pins
+ * a client to a slot), so an endpoint added or removed must not move the others. Survivors stay
+ * where they were, newcomers fill the holes in sorted order. Ports without a predecessor are
+ * returned as they are (sorted).
+ */
+export function keepSlots(old: ServicePort[] | undefined, now: ServicePort[]): ServicePort[] {
+  if (!old) return now;
+  let changed = false;
+  const out = now.map((p) => {
+    const prev = old.find((o) => o.id === p.id);
+    if (!prev || prev === p) return p;
+    const key = (e: { ip: string; port: number }) => `${e.ip}/${e.port}`;
+    const want = new Map(p.endpoints.map((e) => [key(e), e]));
+    const n = p.endpoints.length;
+    const slots: (typeof p.endpoints)[number][] = new Array(n);
+    const placed = new Set<string>();
+    prev.endpoints.forEach((e, i) => {
+      const k = key(e);
+      const cur = want.get(k);
+      if (i < n && cur) {
+        slots[i] = cur;
+        placed.add(k);
+      }
+    });
+    // a survivor whose old position is beyond the new count moves into a hole
+    const rest = p.endpoints.filter((e) => !placed.has(key(e)));
+    for (let i = 0, j = 0; i < n; i++) if (!slots[i]) slots[i] = rest[j++];
+    if (slots.every((e, i) => e === p.endpoints[i])) return p;
+    changed = true;
+    return { ...p, endpoints: slots };
+  });
+  return changed ? out : now;
 }

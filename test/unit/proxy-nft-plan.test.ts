@@ -481,14 +481,18 @@ test('datapath: a node without cluster networks masquerades every cluster IP flo
   assert.equal(evaluate(plan, tcp(POD, '10.96.9.20', 80)).masquerade, true);
 });
 
-test('datapath: a client pinned by ClientIP affinity keeps its endpoint when another endpoint is added', { todo: 'BUG: plan.ts pins clients to a slot index (aff4-<slot>), not to an endpoint; endpoints are sorted by IP, so a new endpoint sorting before the pinned one shifts every later slot and moves pinned clients to another pod' }, () => {
+// the plan pins clients to a slot; the ServiceIndex keeps every endpoint in its slot (keepSlots),
+// so a new endpoint that sorts first does not move pinned clients
+test('datapath: a client pinned by ClientIP affinity keeps its endpoint when another endpoint is added', async () => {
+  const { keepSlots } = await import('../../src/proxy/service-index.js');
   const eps = [e('10.244.1.7'), e('10.244.2.8'), e('10.244.2.9')];
-  const before = planModel(model([sp({ id: 'ns/aff:80', service: 'ns/aff', clusterIPs: ['10.96.8.1'], affinitySeconds: 60, endpoints: eps })]), NODE);
+  const oldPorts = [sp({ id: 'ns/aff:80', service: 'ns/aff', clusterIPs: ['10.96.8.1'], affinitySeconds: 60, endpoints: eps })];
+  const before = planModel(model(oldPorts), NODE);
   // the client's first connection picked slot 1 and was pinned there
   const first = evaluate(before, tcp(POD, '10.96.8.1', 80)).paths.find((p) => p.endpoint === '10.244.2.8/8080')!;
   const pinned = new Map([[first.pins[0].set, new Set([`${POD} . 10.96.8.1 . tcp . 80`])]]);
   assert.deepEqual(evaluate(before, tcp(POD, '10.96.8.1', 80), { affinity: pinned }).endpoints, ['10.244.2.8/8080']);
   // a new endpoint that sorts first (10.244.1.1 < 10.244.1.7); the affinity sets keep their contents
-  const after = planModel(model([sp({ id: 'ns/aff:80', service: 'ns/aff', clusterIPs: ['10.96.8.1'], affinitySeconds: 60, endpoints: [e('10.244.1.1'), ...eps] })]), NODE);
+  const after = planModel(model(keepSlots(oldPorts, [sp({ id: 'ns/aff:80', service: 'ns/aff', clusterIPs: ['10.96.8.1'], affinitySeconds: 60, endpoints: [e('10.244.1.1'), ...eps] })])), NODE);
   assert.deepEqual(evaluate(after, tcp(POD, '10.96.8.1', 80), { affinity: pinned }).endpoints, ['10.244.2.8/8080'], 'still the same pod');
 });

@@ -416,7 +416,7 @@ test('a service given twice is reported and the first one kept', () => {
   assert.equal(m.problems[0].service, 'ns/x');
 });
 
-test('priorOwners is per frontend: an edit that claims another service\'s frontend rejects the editor, not the holder', { todo: 'BUG: normalize.ts resolveClashes() ranks a service first if it held ANY frontend before (holdsPrior), not the frontend in dispute; both held something, so the older service wins the disputed frontend and the holder is rejected whole' }, () => {
+test('priorOwners is per frontend: an edit that claims another service\'s frontend rejects the editor, not the holder', () => {
   const a = (ext: string[]) => svc('a', { clusterIP: '10.96.5.1', externalIPs: ext, ports: [{ port: 80 }] }, { creationTimestamp: '2020-01-01T00:00:00Z' });
   const b = svc('b', { clusterIP: '10.96.5.2', externalIPs: ['203.0.113.2'], ports: [{ port: 80 }] }, { creationTimestamp: '2025-01-01T00:00:00Z' });
   const before = normalize({ services: [a(['203.0.113.1']), b], endpointSlices: [] }, NODE);
@@ -430,7 +430,7 @@ test('priorOwners is per frontend: an edit that claims another service\'s fronte
   assert.match(m.problems[0].message, /already taken by service ns\/b/);
 });
 
-test('an endpoint listed in two slices, ready in one and not in the other, is used whatever the slice order', { todo: 'BUG: normalize.ts endpointsFor() dedups ip/port across slices first-come (seen set) before looking at readiness, so a not-ready copy in an earlier slice hides the ready one; the result depends on slice order, and the ServiceIndex (slices in re-put order) and normalize() (state order) then disagree' }, () => {
+test('an endpoint listed in two slices, ready in one and not in the other, is used whatever the slice order', () => {
   const s = svc('web');
   const stale = slice('web-old', 'web', [ep('10.244.1.2', { ready: false }), ep('10.244.1.3')], [{ port: 8080 }]);
   const fresh = slice('web-new', 'web', [ep('10.244.1.2')], [{ port: 8080 }]);
