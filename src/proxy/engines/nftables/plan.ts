@@ -81,8 +81,8 @@ export function elementText(e: Element): string {
   }
   return t;
 }
-function withText(e: Element, t: string): Element {
-  textMemo.set(e, t);
+function withText(e: Element, _t: string): Element {
+  // text is rendered lazily by elementText(): a fresh table's elements go over netlink, as bytes
   return e;
 }
 
@@ -348,7 +348,7 @@ export interface ExistingObjects {
  * The full-sync transaction: declare everything, rewrite every chain and managed set whole, and
  * delete what the plan no longer has. Affinity sets keep their contents. One `nft -f`.
  */
-export function renderFullSync(plan: NftPlan, existing: ExistingObjects): string {
+export function renderFullSync(plan: NftPlan, existing: ExistingObjects, opts: { elementsOf?: (set: SetDecl) => boolean } = {}): string {
   const out = [renderDeclarations(plan).trimEnd()];
   for (const s of plan.sets.values()) {
     if (!s.managed) continue;
@@ -360,7 +360,11 @@ export function renderFullSync(plan: NftPlan, existing: ExistingObjects): string
     out.push(`flush chain inet ${TABLE} ${c.name}`);
     for (const r of c.rules) out.push(`add rule inet ${TABLE} ${c.name} ${r}`);
   }
-  for (const [set, els] of plan.elements) out.push(...elementsLine('add', set, els.values()));
+  for (const [set, els] of plan.elements) {
+    const decl = plan.sets.get(set);
+    if (opts.elementsOf && decl && !opts.elementsOf(decl)) continue;
+    out.push(...elementsLine('add', set, els.values()));
+  }
   for (const c of existing.chains) if (!plan.chains.has(c)) out.push(`flush chain inet ${TABLE} ${c}`);
   for (const c of existing.chains) if (!plan.chains.has(c)) out.push(`delete chain inet ${TABLE} ${c}`);
   for (const s of existing.sets) if (!plan.sets.has(s)) out.push(`delete set inet ${TABLE} ${s}`);
