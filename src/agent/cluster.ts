@@ -171,7 +171,7 @@ async function startProxy(o: ClusterOptions, store: Store, node: ProxyNode): Pro
   const { startStoreSource } = await import('../proxy/store-source.js');
   const log = o.log.child({ subsys: 'proxy' });
   const engine = await createEngine(o.proxyMode as ProxyMode);
-  const proxier = new Proxier({ engine, node, log, resyncIntervalMs: Math.max(o.resyncSeconds, 30) * 1000 });
+  const proxier = new Proxier({ engine, node, log, resyncIntervalMs: Math.max(o.resyncSeconds, 60) * 1000 });
   const source = await startStoreSource(store, proxier, log);
   const first = await proxier.sync().catch((e: Error) => {
     log.error('first proxy sync failed (retrying)', { error: e.message });
