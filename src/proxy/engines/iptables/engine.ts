@@ -8,20 +8,26 @@
 // they are edited against what iptables-save showed, count-checked (see hookEdits in render.ts):
 // an edit made on a stale read fails whole and is retried on a fresh read, and after inserting a
 // jump the engine reads again until each hook is there exactly once.
-import { KernelError, spawnCapture } from '../../../kernel/exec.js';
+import { KernelError, isUnsupported, spawnCapture } from '../../../kernel/exec.js';
 import { netnsFromPath, nsExecArgv } from '../../../kernel/netns.js';
 import type { NetnsRef } from '../../../kernel/types.js';
 import type { Family } from '../../../util/ip.js';
 import type { EngineOptions, ProgrammedEndpoints, ProxyEngine, SyncResult } from '../../engine.js';
 import type { ProxyModel, ProxyNode } from '../../model.js';
 import { type Table } from './names.js';
-import { FAMILIES, type Observed, type PartialOptions, hookEdits, planPartialFamily, renderAll, renderFamily, renderFamilyFull } from './render.js';
+import { FAMILIES, type Observed, type PartialOptions, cleanupText, hookEdits, planPartialFamily, renderAll, renderFamily, renderFamilyFull } from './render.js';
 import { observedFromSave, programmedFromSave } from './save.js';
 
 export interface IptablesEngineOptions extends EngineOptions, PartialOptions {
-  /** how long one restore may take (ms); default 300 s (a full sync at 10,000 services takes seconds) */
+  /**
+   * how long one iptables-save or -restore may take (ms); default 15 minutes: iptables-nft-restore
+   * 1.8.x is superlinear in the chains of one transaction (a full sync of 10,000 services takes
+   * minutes on a busy machine; legacy takes seconds)
+   */
   timeoutMs?: number;
 }
+
+const DEFAULT_TIMEOUT_MS = 15 * 60_000;
 
 /** How many times a transaction built on a read that went stale (a racing writer) is re-read and retried. */
 const RACE_RETRIES = 8;
@@ -60,7 +66,7 @@ export class IptablesEngine implements ProxyEngine {
   private async save(family: Family): Promise<string> {
     const argv = nsExecArgv(this.ns, [this.tool(family, 'save')]);
     this.lastStats.saves++;
-    const r = await spawnCapture(argv, { op: `${this.tool(family, 'save')}`, timeoutMs: this.opts.timeoutMs ?? 300_000 });
+    const r = await spawnCapture(argv, { op: `${this.tool(family, 'save')}`, timeoutMs: this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS });
     if (r.exitCode !== 0) throw new KernelError({ argv, exitCode: r.exitCode, stderr: r.stderr, op: this.tool(family, 'save') });
     return r.stdout;
   }
@@ -70,7 +76,7 @@ export class IptablesEngine implements ProxyEngine {
     const tool = this.tool(family, 'restore');
     const argv = nsExecArgv(this.ns, [tool, '-w', '--noflush']);
     this.lastStats.restores++;
-    const r = await spawnCapture(argv, { input: text, op: tool, timeoutMs: this.opts.timeoutMs ?? 300_000 });
+    const r = await spawnCapture(argv, { input: text, op: tool, timeoutMs: this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS });
     if (r.exitCode === 0) return;
     const m = /line (\d+) failed/.exec(r.stderr);
     const n = m ? Number(m[1]) : undefined;
@@ -153,9 +159,8 @@ export class IptablesEngine implements ProxyEngine {
       let changes = 0;
       for (const family of FAMILIES) {
         const plan = planPartialFamily(prev, next, node, family, this.opts);
-        const text = (plan.nat ?? '') + (plan.filter ?? '');
-        if (!text) continue;
-        await this.restore(family, text);
+        if (!plan.text) continue;
+        await this.restore(family, plan.text);
         changes += plan.changes;
       }
       this.lastNode = JSON.stringify(node);
@@ -166,19 +171,32 @@ export class IptablesEngine implements ProxyEngine {
   /** Endpoints per frontend as the nat tables of both families have them (see programmedFromSave). */
   programmedEndpoints(_node?: ProxyNode): Promise<ProgrammedEndpoints> {
     return this.serial(async () => {
+      this.lastStats = { restores: 0, saves: 0, hookEdits: 0, retries: 0 };
       const out: ProgrammedEndpoints = new Map();
       for (const family of FAMILIES) programmedFromSave(await this.save(family), out);
       return out;
     });
   }
 
-  /** Removes podnet's jumps from the built-in chains and every PODNET-* chain of nat and filter, both families. */
+  /**
+   * Removes podnet's jumps from the built-in chains and every PODNET-* chain of nat and filter,
+   * both families. Idempotent; a backend whose binaries are not installed has nothing to remove.
+   */
   cleanup(): Promise<void> {
     return this.serial(async () => {
+      this.lastStats = { restores: 0, saves: 0, hookEdits: 0, retries: 0 };
       this.lastNode = undefined;
       for (const family of FAMILIES) {
         for (let attempt = 0; ; attempt++) {
-          const observed: Observed = observedFromSave(await this.save(family));
+          let saved: string;
+          try {
+            saved = await this.save(family);
+          } catch (e) {
+            // without the backend's tools nothing of this backend can have been created here
+            if (isUnsupported(e) && attempt === 0) break;
+            throw e;
+          }
+          const observed: Observed = observedFromSave(saved);
           const text = cleanupText(observed);
           if (!text) break;
           try {
@@ -192,19 +210,6 @@ export class IptablesEngine implements ProxyEngine {
       }
     });
   }
-}
-
-/** The restore text that removes everything podnet has in one family ('' when there is nothing). */
-export function cleanupText(observed: Observed): string {
-  let out = '';
-  for (const t of ['nat', 'filter'] as Table[]) {
-    const o = observed[t];
-    const edits = hookEdits(t, o, false);
-    const chains = [...o.chains].sort();
-    if (edits.length === 0 && chains.length === 0) continue;
-    out += `*${t}\n${[...chains.map((c) => `:${c} - [0:0]`), ...edits, ...chains.map((c) => `-X ${c}`)].join('\n')}\nCOMMIT\n`;
-  }
-  return out;
 }
 
 export function createIptablesEngine(opts: IptablesEngineOptions = {}): IptablesEngine {

@@ -9,7 +9,8 @@
 //          -m addrtype --dst-type LOCAL   -> PODNET-NODEPORTS                 (always last)
 //        PODNET-NODEPORTS: -d <nodeIP> -p P --dport <nodePort> -> PODNET-EXT-x | PODNET-SVL-x
 //        PODNET-SVC-x (all endpoints) / PODNET-SVL-x (local endpoints):
-//          [! -s <clusterCIDR>] -d <clusterIP> ... -> PODNET-MARK-MASQ   (the chain serving the cluster IP)
+//          [! -s <clusterCIDR>] -d <clusterIP> ... -> PODNET-MARK-MASQ   (the chain serving the cluster IP;
+//                with several cluster CIDRs of the family: -> PODNET-MASQ-NONPOD, which RETURNs for each)
 //          -m recent --rcheck --seconds S --reap --name SEP -> SEP        (ClientIP affinity, per endpoint)
 //          -m statistic --mode random --probability 1/(n-i) -> SEP       (the last one without)
 //        PODNET-EXT-x: -> PODNET-MARK-MASQ, -> PODNET-SVC-x
@@ -45,24 +46,56 @@ import {
 
 export const FAMILIES: readonly Family[] = [4, 6];
 
+/** A line of a shared chain (nat PODNET-SERVICES / PODNET-NODEPORTS) and the chain it jumps to. */
+export interface TopLine {
+  line: string;
+  target: string;
+}
+
+/** A load-balancing chain (PODNET-SVC- or PODNET-SVL-). */
+export interface LbChain {
+  name: string;
+  /** the rules before the endpoint jumps (the cluster IP masquerade rule) */
+  head: string[];
+  /** the affinity and statistic jumps to the SEP chains */
+  endpointRules: string[];
+  /** the alphabetically smallest SEP chain it jumps to (see emitNat) */
+  lastSep: string;
+}
+
 /** What one service port contributes. */
 export interface PortRules {
   id: string;
-  /** the nat chains this port owns (SVC, SVL, EXT, SEP), each with its rules ("-A NAME ..." lines) */
-  chains: Map<string, string[]>;
+  lb: LbChain[];
+  /** its endpoint chains (PODNET-SEP-) with their rules */
+  seps: Map<string, string[]>;
+  /** its PODNET-EXT- chain, when external frontends masquerade and use all endpoints */
+  ext?: { name: string; rules: string[] };
   /** its lines in nat PODNET-SERVICES */
-  services: string[];
+  services: TopLine[];
   /** its lines in nat PODNET-NODEPORTS */
-  nodeports: string[];
+  nodeports: TopLine[];
   /** its lines in filter PODNET-SERVICES */
   filter: string[];
 }
 
-/** Everything podnet has in one family: chain -> rules, in restore order (base chains first). */
+/** The nat chains a port owns, each with its rules in chain order. */
+export function portChains(r: PortRules): Map<string, string[]> {
+  const m = new Map<string, string[]>();
+  for (const lb of r.lb) m.set(lb.name, [...lb.head, ...lb.endpointRules]);
+  if (r.ext) m.set(r.ext.name, r.ext.rules);
+  for (const [c, rules] of r.seps) m.set(c, rules);
+  return m;
+}
+
+/** Everything podnet has in one family. */
 export interface FamilyRules {
   family: Family;
-  nat: Map<string, string[]>;
-  filter: Map<string, string[]>;
+  /** the fixed chains of each table with their fixed rules (nat PODNET-SERVICES and PODNET-NODEPORTS and filter PODNET-SERVICES start empty) */
+  baseNat: Map<string, string[]>;
+  baseFilter: Map<string, string[]>;
+  /** the service ports of this family, sorted by id */
+  ports: PortRules[];
 }
 
 /** The rendering context of one family on one node. */
@@ -133,74 +166,73 @@ export function frontendPlan(p: ServicePort): {
   return { local, internal: side(p.internalLocal, svcChain(p)), external: side(p.externalLocal, extChain(p)) };
 }
 
-/** Renders one service port: its own chains and its lines in the shared chains. */
+/** Renders one service port: its own chains and its lines in the shared chains (topOnly: just the latter). */
 export function renderPort(p: ServicePort, ctx: FamilyContext, topOnly = false): PortRules {
-  const out: PortRules = { id: p.id, chains: new Map(), services: [], nodeports: [], filter: [] };
+  const out: PortRules = { id: p.id, lb: [], seps: new Map(), services: [], nodeports: [], filter: [] };
   const h = hostPrefix(p.family);
   const plan = frontendPlan(p);
   const nodePortIPs = p.nodePort !== undefined ? ctx.nodeIPs : [];
   const hasExternal = p.externalIPs.length > 0 || nodePortIPs.length > 0;
   const hasInternal = p.clusterIPs.length > 0;
 
-  // shared chains: frontends
+  // shared chains: the frontends
   for (const ip of p.clusterIPs) {
     const m = [`-d ${ip}/${h}`, `-p ${p.protocol}`];
-    if (plan.internal.chain) out.services.push(line(SERVICES, ...m, q(`podnet ${p.id} cluster IP`), portMatch(p, p.port), `-j ${plan.internal.chain}`));
+    const t = plan.internal.chain;
+    if (t) out.services.push({ line: line(SERVICES, ...m, q(`podnet ${p.id} cluster IP`), portMatch(p, p.port), `-j ${t}`), target: t });
     else out.filter.push(filterLine(p, m, p.port, plan.internal.empty!, 'cluster IP'));
   }
   for (const ip of p.externalIPs) {
     const m = [`-d ${ip}/${h}`, `-p ${p.protocol}`];
-    if (plan.external.chain) out.services.push(line(SERVICES, ...m, q(`podnet ${p.id} external IP`), portMatch(p, p.port), `-j ${plan.external.chain}`));
+    const t = plan.external.chain;
+    if (t) out.services.push({ line: line(SERVICES, ...m, q(`podnet ${p.id} external IP`), portMatch(p, p.port), `-j ${t}`), target: t });
     else out.filter.push(filterLine(p, m, p.port, plan.external.empty!, 'external IP'));
   }
   for (const ip of nodePortIPs) {
     const m = [`-d ${ip}/${h}`, `-p ${p.protocol}`];
-    if (plan.external.chain) out.nodeports.push(line(NODEPORTS, ...m, q(`podnet ${p.id} nodePort`), portMatch(p, p.nodePort!), `-j ${plan.external.chain}`));
+    const t = plan.external.chain;
+    if (t) out.nodeports.push({ line: line(NODEPORTS, ...m, q(`podnet ${p.id} nodePort`), portMatch(p, p.nodePort!), `-j ${t}`), target: t });
     else out.filter.push(filterLine(p, m, p.nodePort!, plan.external.empty!, 'nodePort'));
   }
-
   if (topOnly) return out;
-  // own chains: which load-balancing chains are used, by whom
+
+  // own chains: which load-balancing chains are used, and whether they serve the cluster IP
   const svc = svcChain(p);
   const svl = svlChain(p);
-  const usesSvc = (hasInternal && plan.internal.chain === svc) || (hasExternal && plan.external.chain === extChain(p));
+  const ext = extChain(p);
+  const usesSvc = (hasInternal && plan.internal.chain === svc) || (hasExternal && plan.external.chain === ext);
   const usesSvl = (hasInternal && plan.internal.chain === svl) || (hasExternal && plan.external.chain === svl);
-  const sepUsed = new Set<string>();
   const lb = (chain: string, eps: Endpoint[], servesClusterIP: boolean) => {
-    const rules: string[] = [];
+    const head: string[] = [];
     if (servesClusterIP) {
       for (const ip of p.clusterIPs) {
-        rules.push(line(chain, ctx.clusterMasq.match, `-d ${ip}/${h}`, `-p ${p.protocol}`, q(`podnet ${p.id} cluster IP`), portMatch(p, p.port), `-j ${ctx.clusterMasq.target}`));
+        head.push(line(chain, ctx.clusterMasq.match, `-d ${ip}/${h}`, `-p ${p.protocol}`, q(`podnet ${p.id} cluster IP`), portMatch(p, p.port), `-j ${ctx.clusterMasq.target}`));
       }
     }
+    const endpointRules: string[] = [];
+    const seps = eps.map((e) => sepChain(p, e.ip, e.port));
     if (p.affinitySeconds !== undefined) {
-      for (const e of eps) {
-        const sep = sepChain(p, e.ip, e.port);
-        rules.push(line(chain, q(`podnet ${p.id} -> ${endpointText(e.ip, e.port)}`), `-m recent --rcheck --seconds ${p.affinitySeconds} --reap --name ${sep}`, `-j ${sep}`));
-      }
+      eps.forEach((e, i) => {
+        endpointRules.push(line(chain, q(`podnet ${p.id} -> ${endpointText(e.ip, e.port)}`), `-m recent --rcheck --seconds ${p.affinitySeconds} --reap --name ${seps[i]}`, `-j ${seps[i]}`));
+      });
     }
     eps.forEach((e, i) => {
-      const sep = sepChain(p, e.ip, e.port);
-      sepUsed.add(`${e.ip}\u0000${e.port}`);
       const stat = i < eps.length - 1 ? `-m statistic --mode random --probability ${probability(i, eps.length)}` : '';
-      rules.push(line(chain, q(`podnet ${p.id} -> ${endpointText(e.ip, e.port)}`), stat, `-j ${sep}`));
+      endpointRules.push(line(chain, q(`podnet ${p.id} -> ${endpointText(e.ip, e.port)}`), stat, `-j ${seps[i]}`));
+      if (!out.seps.has(seps[i])) {
+        const recent = p.affinitySeconds !== undefined ? `-m recent --set --name ${seps[i]}` : '';
+        out.seps.set(seps[i], [
+          line(seps[i], `-s ${e.ip}/${h}`, q(`podnet ${p.id} hairpin`), `-j ${MARK_MASQ}`),
+          line(seps[i], `-p ${p.protocol}`, q(`podnet ${p.id}`), recent, `-j DNAT --to-destination ${endpointText(e.ip, e.port)}`),
+        ]);
+      }
     });
-    out.chains.set(chain, rules);
+    out.lb.push({ name: chain, head, endpointRules, lastSep: seps.reduce((a, b) => (b < a ? b : a)) });
   };
   if (usesSvc) lb(svc, p.endpoints, hasInternal && plan.internal.chain === svc);
   if (usesSvl) lb(svl, plan.local, hasInternal && plan.internal.chain === svl);
-  if (hasExternal && plan.external.chain === extChain(p)) {
-    const ext = extChain(p);
-    out.chains.set(ext, [line(ext, q(`podnet ${p.id} external traffic: masquerade`), `-j ${MARK_MASQ}`), line(ext, q(`podnet ${p.id} external traffic`), `-j ${svc}`)]);
-  }
-  for (const e of p.endpoints) {
-    if (!sepUsed.has(`${e.ip}\u0000${e.port}`)) continue;
-    const sep = sepChain(p, e.ip, e.port);
-    const recent = p.affinitySeconds !== undefined ? `-m recent --set --name ${sep}` : '';
-    out.chains.set(sep, [
-      line(sep, `-s ${e.ip}/${h}`, q(`podnet ${p.id} hairpin`), `-j ${MARK_MASQ}`),
-      line(sep, `-p ${p.protocol}`, q(`podnet ${p.id}`), recent, `-j DNAT --to-destination ${endpointText(e.ip, e.port)}`),
-    ]);
+  if (hasExternal && plan.external.chain === ext) {
+    out.ext = { name: ext, rules: [line(ext, q(`podnet ${p.id} external traffic: masquerade`), `-j ${MARK_MASQ}`), line(ext, q(`podnet ${p.id} external traffic`), `-j ${svc}`)] };
   }
   return out;
 }
@@ -208,12 +240,6 @@ export function renderPort(p: ServicePort, ctx: FamilyContext, topOnly = false):
 function filterLine(p: ServicePort, match: string[], port: number, empty: 'reject' | 'drop', what: string): string {
   if (empty === 'reject') return line(FILTER_SERVICES, ...match, q(`podnet ${p.id} ${what} has no endpoints`), portMatch(p, port), rejectTarget(p));
   return line(FILTER_SERVICES, ...match, q(`podnet ${p.id} ${what} has no local endpoints`), portMatch(p, port), '-j DROP');
-}
-
-/** Only the shared-chain lines of a port (cheap: no own chains). */
-export function portTopLines(p: ServicePort, ctx: FamilyContext): Pick<PortRules, 'services' | 'nodeports' | 'filter'> {
-  const r = renderPort(p, ctx, true);
-  return { services: r.services, nodeports: r.nodeports, filter: r.filter };
 }
 
 /** The fixed chains of a family and their rules (they depend on the node only). */
@@ -239,7 +265,7 @@ export function nodeportsJump(): string {
   return line(SERVICES, q('podnet service nodeports; NOTE: this must be the last rule in this chain'), '-m addrtype --dst-type LOCAL', `-j ${NODEPORTS}`);
 }
 
-/** The ports of one family, sorted by id (the order of the shared chains). */
+/** The ports of one family, sorted by id (the order of the filter chain). */
 export function portsOf(model: ProxyModel, family: Family): ServicePort[] {
   return model.ports.filter((p) => p.family === family).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
@@ -248,18 +274,40 @@ export function portsOf(model: ProxyModel, family: Family): ServicePort[] {
 export function renderFamily(model: ProxyModel, node: ProxyNode, family: Family): FamilyRules {
   const ctx = familyContext(node, family);
   const { nat, filter } = baseChains(ctx);
-  const services = nat.get(SERVICES)!;
-  const nodeports = nat.get(NODEPORTS)!;
-  const filt = filter.get(FILTER_SERVICES)!;
-  for (const p of portsOf(model, family)) {
-    const r = renderPort(p, ctx);
-    services.push(...r.services);
-    nodeports.push(...r.nodeports);
-    filt.push(...r.filter);
-    for (const [c, rules] of r.chains) nat.set(c, rules);
-  }
-  services.push(nodeportsJump());
-  return { family, nat, filter };
+  return { family, baseNat: nat, baseFilter: filter, ports: portsOf(model, family).map((p) => renderPort(p, ctx)) };
+}
+
+const isExt = (c: string) => c.startsWith('PODNET-EXT-');
+const desc = (a: string, b: string) => (a < b ? 1 : a > b ? -1 : 0);
+
+/**
+ * The order of the lines of a shared nat chain: the ones jumping to SVC/SVL chains first, then
+ * those jumping to EXT chains, each group by descending target name (stable for equal targets).
+ * Every frontend is a distinct destination, so the order within the chain does not change what
+ * matches; it is chosen for iptables-nft-restore (see emitNat).
+ */
+export function orderShared(lines: TopLine[]): string[] {
+  return lines
+    .map((l, i) => ({ l, i }))
+    .sort((a, b) => {
+      const ea = isExt(a.l.target) ? 1 : 0;
+      const eb = isExt(b.l.target) ? 1 : 0;
+      return ea - eb || desc(a.l.target, b.l.target) || a.i - b.i;
+    })
+    .map((x) => x.l.line);
+}
+
+/** Every chain of one family with its rules, in chain order (shared chains complete), per table. */
+export function familyChains(fr: FamilyRules): { nat: Map<string, string[]>; filter: Map<string, string[]> } {
+  const nat = new Map<string, string[]>();
+  for (const [c, r] of fr.baseNat) nat.set(c, [...r]);
+  nat.get(SERVICES)!.push(...orderShared(fr.ports.flatMap((p) => p.services)), nodeportsJump());
+  nat.get(NODEPORTS)!.push(...orderShared(fr.ports.flatMap((p) => p.nodeports)));
+  for (const p of fr.ports) for (const [c, r] of portChains(p)) nat.set(c, r);
+  const filter = new Map<string, string[]>();
+  for (const [c, r] of fr.baseFilter) filter.set(c, [...r]);
+  filter.get(FILTER_SERVICES)!.push(...fr.ports.flatMap((p) => p.filter));
+  return { nat, filter };
 }
 
 /** What iptables-save showed of podnet in one table (see save.ts). */
@@ -281,7 +329,7 @@ export const EMPTY_OBSERVED: Observed = { nat: { chains: new Set(), jumps: [] },
  * In one iptables-restore transaction this is atomic and count-checked: if another writer changed
  * the chain since it was read, a `-D` fails and nothing is applied (the caller re-reads and
  * retries); a transaction that applies always leaves exactly one more jump than it deleted, so
- * racing syncs can briefly leave two (both saw none), never none — see IptablesEngine.ensureHooks.
+ * racing syncs can briefly leave two (both saw none), never none — see IptablesEngine.settleHooks.
  */
 export function hookEdits(table: Table, observed: ObservedTable, wanted = true): string[] {
   const out: string[] = [];
@@ -296,39 +344,140 @@ export function hookEdits(table: Table, observed: ObservedTable, wanted = true):
   return out;
 }
 
-/** Whether the hooks of a table are exactly right (no edit needed). */
-export function hooksInPlace(table: Table, observed: ObservedTable): boolean {
-  return hookEdits(table, observed).length === 0;
-}
-
 export interface RestoreText {
   text: string;
   /** chains declared + rules written + chains deleted + hook edits */
   changes: number;
 }
 
-/**
- * One table's section for a full sync: declares (creates or flushes) every podnet chain, writes
- * every rule, flushes and deletes podnet chains that are no longer wanted, and fixes the hooks.
- */
-export function renderTableFull(table: Table, chains: Map<string, string[]>, observed: ObservedTable): RestoreText {
-  const decl: string[] = [];
-  const rules: string[] = [];
-  const stale = [...observed.chains].filter((c) => !chains.has(c)).sort();
-  for (const c of chains.keys()) decl.push(`:${c} - [0:0]`);
-  for (const c of stale) decl.push(`:${c} - [0:0]`);
-  for (const r of chains.values()) rules.push(...r);
-  const hooks = hookEdits(table, observed);
-  const del = stale.map((c) => `-X ${c}`);
-  const body = [...decl, ...rules, ...hooks, ...del];
-  return { text: `*${table}\n${body.join('\n')}\nCOMMIT\n`, changes: chains.size + rules.length + hooks.length + del.length };
+export class Section {
+  readonly lines: string[] = [];
+  changes = 0;
+  constructor(readonly table: Table) {}
+  decl(c: string): void {
+    this.lines.push(`:${c} - [0:0]`);
+    this.changes++;
+  }
+  add(rules: readonly string[]): void {
+    for (const r of rules) this.lines.push(r);
+    this.changes += rules.length;
+  }
+  /**
+   * Flushes and deletes chains no longer wanted (after the wanted chains that referenced them were
+   * rewritten). A chain can go once every chain jumping to it is flushed: the service port chains
+   * by kind from the top of the jump graph down (EXT, then SVC/SVL, then SEP), each kind in
+   * descending name order and each chain flushed and deleted at once, which keeps the mentions
+   * cheap for iptables-nft-restore (see emitPortChains); anything else (the fixed chains, names
+   * podnet no longer uses) is flushed first and deleted last.
+   */
+  drop(chains: Iterable<string>): void {
+    const kinds = [/^PODNET-EXT-/, /^PODNET-SV[CL]-/, /^PODNET-SEP-/];
+    const all = [...chains].sort(desc);
+    const rest = all.filter((c) => !kinds.some((k) => k.test(c)));
+    for (const c of rest) this.decl(c);
+    for (const k of kinds) {
+      for (const c of all) {
+        if (!k.test(c)) continue;
+        this.decl(c);
+        this.lines.push(`-X ${c}`);
+        this.changes++;
+      }
+    }
+    for (const c of rest) this.lines.push(`-X ${c}`);
+    this.changes += rest.length;
+  }
+  text(): RestoreText {
+    return { text: this.lines.length ? `*${this.table}\n${this.lines.join('\n')}\nCOMMIT\n` : '', changes: this.changes };
+  }
 }
 
-/** The full sync text of one family (nat, then filter). */
+/**
+ * Writes the chains of `ports` into a nat section, in an order chosen for iptables-nft-restore
+ * (1.8.x): for --noflush it keeps the names of all chains a transaction mentions in a sorted linked
+ * list and inserts every mentioned name by walking it from the smallest, so each mention costs as
+ * many steps as there are smaller names already listed. Declaring everything first (kube-proxy's
+ * order) makes a full sync quadratic with a large constant (10,000 services: minutes). Here each
+ * kind of chain comes in descending name order right where it is first needed, so most mentions
+ * find their name at the head of the list: load-balancing chains (SVC/SVL, the largest names) with
+ * their masquerade rule and the shared lines that jump to them; then endpoint chains (SEP), each
+ * LB chain's endpoint jumps right after its last SEP is declared; then EXT chains (the smallest
+ * names, which every later mention would otherwise walk past) and their shared lines. Legacy
+ * iptables-restore does not care about order. The chains' contents are the same as in
+ * familyChains(): only the order of independent lines differs.
+ */
+function emitPortChains(s: Section, ports: PortRules[], withShared: boolean): void {
+  const lbs = ports.flatMap((p) => p.lb).sort((a, b) => desc(a.name, b.name));
+  const seps = ports.flatMap((p) => [...p.seps]).sort((a, b) => desc(a[0], b[0]));
+  const exts = ports.flatMap((p) => (p.ext ? [p.ext] : [])).sort((a, b) => desc(a.name, b.name));
+  const shared = new Map<string, string[]>();
+  if (withShared) {
+    for (const p of ports) {
+      for (const t of [...p.services, ...p.nodeports]) {
+        const l = shared.get(t.target) ?? [];
+        l.push(t.line);
+        shared.set(t.target, l);
+      }
+    }
+  }
+  const afterSep = new Map<string, LbChain[]>();
+  for (const lb of lbs) {
+    const l = afterSep.get(lb.lastSep) ?? [];
+    l.push(lb);
+    afterSep.set(lb.lastSep, l);
+  }
+  for (const lb of lbs) {
+    s.decl(lb.name);
+    s.add(lb.head);
+    s.add(shared.get(lb.name) ?? []);
+  }
+  for (const [c, rules] of seps) {
+    s.decl(c);
+    s.add(rules);
+    for (const lb of afterSep.get(c) ?? []) s.add(lb.endpointRules);
+  }
+  for (const e of exts) {
+    s.decl(e.name);
+    s.add(e.rules);
+    s.add(shared.get(e.name) ?? []);
+  }
+}
+
+/**
+ * One family's full sync (nat, then filter): declares (creates or flushes) every podnet chain,
+ * writes every rule, flushes and deletes the podnet chains no longer wanted, and fixes the hooks.
+ */
 export function renderFamilyFull(fr: FamilyRules, observed: Observed = EMPTY_OBSERVED): RestoreText {
-  const nat = renderTableFull('nat', fr.nat, observed.nat);
-  const filter = renderTableFull('filter', fr.filter, observed.filter);
-  return { text: nat.text + filter.text, changes: nat.changes + filter.changes };
+  const nat = new Section('nat');
+  for (const c of fr.baseNat.keys()) nat.decl(c);
+  for (const r of fr.baseNat.values()) nat.add(r);
+  emitPortChains(nat, fr.ports, true);
+  nat.add([nodeportsJump()]);
+  const natWanted = new Set<string>(fr.baseNat.keys());
+  for (const p of fr.ports) for (const c of portChains(p).keys()) natWanted.add(c);
+  nat.drop([...observed.nat.chains].filter((c) => !natWanted.has(c)));
+  nat.add(hookEdits('nat', observed.nat));
+
+  const filter = new Section('filter');
+  for (const c of fr.baseFilter.keys()) filter.decl(c);
+  for (const r of fr.baseFilter.values()) filter.add(r);
+  filter.add(fr.ports.flatMap((p) => p.filter));
+  filter.drop([...observed.filter.chains].filter((c) => !fr.baseFilter.has(c)));
+  filter.add(hookEdits('filter', observed.filter));
+  const a = nat.text();
+  const b = filter.text();
+  return { text: a.text + b.text, changes: a.changes + b.changes };
+}
+
+/** The restore text that removes everything podnet has in one family: hook jumps, then every PODNET chain ('' when there is nothing). */
+export function cleanupText(observed: Observed): string {
+  let out = '';
+  for (const t of ['nat', 'filter'] as Table[]) {
+    const s = new Section(t);
+    s.add(hookEdits(t, observed[t], false));
+    s.drop(observed[t].chains);
+    out += s.text().text;
+  }
+  return out;
 }
 
 export function restoreTool(family: Family): string {
@@ -358,13 +507,12 @@ export function deepEqual(a: unknown, b: unknown): boolean {
 
 export interface PartialPlan {
   family: Family;
-  /** restore text per table; undefined when the table is untouched */
-  nat?: string;
-  filter?: string;
+  /** the restore text ('' when nothing changes in this family) */
+  text: string;
   changes: number;
   /** ids of the service ports whose chains were rewritten, added or removed */
   changed: string[];
-  /** whether the shared chains were rewritten */
+  /** which shared chains were rewritten */
   rewroteShared: { services: boolean; nodeports: boolean; filter: boolean };
 }
 
@@ -373,15 +521,23 @@ export interface PartialOptions {
   alwaysRewriteShared?: boolean;
 }
 
+function sameLines(a: readonly { line: string }[] | readonly string[], b: readonly { line: string }[] | readonly string[]): boolean {
+  const s = (x: { line: string } | string) => (typeof x === 'string' ? x : x.line);
+  return a.length === b.length && a.every((x, i) => s(x) === s(b[i]));
+}
+
 /**
  * A partial sync of one family, like kube-proxy's: only the chains of service ports that differ
- * between prev and next are rewritten (declared, which flushes them, and refilled); chains those
- * ports had before and no longer need are flushed and deleted; the shared chains are rewritten
- * (in full: they are ordered lists) only when some changed port's lines in them differ.
+ * (deep-equal by id) between prev and next are rewritten (declared, which flushes them, and
+ * refilled); the chains those ports had and no longer need are flushed and deleted; a shared
+ * chain (nat PODNET-SERVICES / PODNET-NODEPORTS, filter PODNET-SERVICES) is rewritten whole only
+ * when some changed port's lines in it differ. Unchanged ports are not rendered beyond their
+ * shared lines, and those only when a shared chain is rewritten.
  */
 export function planPartialFamily(prev: ProxyModel, next: ProxyModel, node: ProxyNode, family: Family, opts: PartialOptions = {}): PartialPlan {
   const ctx = familyContext(node, family);
-  const before = new Map(portsOf(prev, family).map((p) => [p.id, p]));
+  const before = new Map<string, ServicePort>();
+  for (const p of prev.ports) if (p.family === family) before.set(p.id, p);
   const nextPorts = portsOf(next, family);
   const after = new Map(nextPorts.map((p) => [p.id, p]));
   const changed: string[] = [];
@@ -389,55 +545,45 @@ export function planPartialFamily(prev: ProxyModel, next: ProxyModel, node: Prox
   for (const id of before.keys()) if (!after.has(id)) changed.push(id);
   changed.sort();
 
-  const write = new Map<string, string[]>();
-  const remove = new Set<string>();
-  const shared = { services: !!opts.alwaysRewriteShared, nodeports: !!opts.alwaysRewriteShared, filter: !!opts.alwaysRewriteShared };
-  const same = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+  const all = !!opts.alwaysRewriteShared;
+  const shared = { services: all, nodeports: all, filter: all };
+  const written: PortRules[] = [];
+  const removed = new Set<string>();
   for (const id of changed) {
     const a = before.has(id) ? renderPort(before.get(id)!, ctx) : undefined;
     const b = after.has(id) ? renderPort(after.get(id)!, ctx) : undefined;
-    if (b) for (const [c, r] of b.chains) write.set(c, r);
-    if (a) for (const c of a.chains.keys()) if (!b?.chains.has(c)) remove.add(c);
-    const empty: string[] = [];
-    if (!same(a?.services ?? empty, b?.services ?? empty)) shared.services = true;
-    if (!same(a?.nodeports ?? empty, b?.nodeports ?? empty)) shared.nodeports = true;
-    if (!same(a?.filter ?? empty, b?.filter ?? empty)) shared.filter = true;
+    if (b) written.push(b);
+    const keep = b ? portChains(b) : new Map<string, string[]>();
+    if (a) for (const c of portChains(a).keys()) if (!keep.has(c)) removed.add(c);
+    if (!sameLines(a?.services ?? [], b?.services ?? [])) shared.services = true;
+    if (!sameLines(a?.nodeports ?? [], b?.nodeports ?? [])) shared.nodeports = true;
+    if (!sameLines(a?.filter ?? [], b?.filter ?? [])) shared.filter = true;
   }
-  for (const c of write.keys()) remove.delete(c);
 
-  let natShared: Map<string, string[]> | undefined;
-  let filterShared: string[] | undefined;
+  const nat = new Section('nat');
+  if (shared.services) nat.decl(SERVICES);
+  if (shared.nodeports) nat.decl(NODEPORTS);
+  emitPortChains(nat, written, false);
   if (shared.services || shared.nodeports || shared.filter) {
-    const services: string[] = [];
-    const nodeports: string[] = [];
-    const filt: string[] = [];
-    for (const p of nextPorts) {
-      const r = portTopLines(p, ctx);
-      if (shared.services) services.push(...r.services);
-      if (shared.nodeports) nodeports.push(...r.nodeports);
-      if (shared.filter) filt.push(...r.filter);
+    const tops = nextPorts.map((p) => portTopLines(p, ctx));
+    if (shared.services) nat.add([...orderShared(tops.flatMap((t) => t.services)), nodeportsJump()]);
+    if (shared.nodeports) nat.add(orderShared(tops.flatMap((t) => t.nodeports)));
+    if (shared.filter) {
+      const filter = new Section('filter');
+      filter.decl(FILTER_SERVICES);
+      filter.add(tops.flatMap((t) => t.filter));
+      nat.drop(removed);
+      const a = nat.text();
+      const b = filter.text();
+      return { family, text: a.text + b.text, changes: a.changes + b.changes, changed, rewroteShared: shared };
     }
-    natShared = new Map();
-    if (shared.services) natShared.set(SERVICES, [...services, nodeportsJump()]);
-    if (shared.nodeports) natShared.set(NODEPORTS, nodeports);
-    if (shared.filter) filterShared = filt;
   }
+  nat.drop(removed);
+  const a = nat.text();
+  return { family, text: a.text, changes: a.changes, changed, rewroteShared: shared };
+}
 
-  let changes = 0;
-  let nat: string | undefined;
-  const natChains = new Map<string, string[]>([...(natShared ?? new Map<string, string[]>()), ...write]);
-  if (natChains.size > 0 || remove.size > 0) {
-    const stale = [...remove].sort();
-    const decl = [...natChains.keys(), ...stale].map((c) => `:${c} - [0:0]`);
-    const rules = [...natChains.values()].flat();
-    const del = stale.map((c) => `-X ${c}`);
-    nat = `*nat\n${[...decl, ...rules, ...del].join('\n')}\nCOMMIT\n`;
-    changes += natChains.size + rules.length + del.length;
-  }
-  let filter: string | undefined;
-  if (filterShared) {
-    filter = `*filter\n:${FILTER_SERVICES} - [0:0]\n${filterShared.map((r) => `${r}\n`).join('')}COMMIT\n`;
-    changes += 1 + filterShared.length;
-  }
-  return { family, nat, filter, changes, changed, rewroteShared: shared };
+/** Only the shared-chain lines of a port (cheap: no own chains, no endpoint hashing). */
+export function portTopLines(p: ServicePort, ctx: FamilyContext): Pick<PortRules, 'services' | 'nodeports' | 'filter'> {
+  return renderPort(p, ctx, true);
 }

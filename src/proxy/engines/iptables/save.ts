@@ -79,7 +79,14 @@ export function observedFromSave(text: string): Observed {
   return obs;
 }
 
-/** Rules of the podnet chains of one table: chain -> token lists. */
+const QUOTED = /"(?:[^"\\]|\\.)*"/g;
+
+/** Tokens of a rule spec with quoted strings (comments) emptied: cheap, for the options that matter here. */
+function bareTokens(spec: string): string[] {
+  return (spec.includes('"') ? spec.replace(QUOTED, '""') : spec).split(' ').filter((t) => t !== '');
+}
+
+/** Rules of the podnet chains of one table: chain -> token lists (quoted strings emptied). */
 export function podnetRules(text: string, want: Table): Map<string, string[][]> {
   const chains = new Map<string, string[][]>();
   let on = false;
@@ -97,7 +104,7 @@ export function podnetRules(text: string, want: Table): Map<string, string[][]> 
       const sp = l.indexOf(' ', 3);
       const chain = l.slice(3, sp);
       const list = chains.get(chain) ?? [];
-      list.push(tokenize(l.slice(sp + 1)));
+      list.push(bareTokens(l.slice(sp + 1)));
       chains.set(chain, list);
     }
   }
