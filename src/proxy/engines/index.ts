@@ -8,6 +8,11 @@ export async function createEngine(mode: ProxyMode, opts: EngineOptions = {}): P
   switch (mode) {
     case 'nftables':
       return new NftablesEngine(opts);
+    case 'iptables': {
+      // loaded on demand: most nodes never run it
+      const { IptablesEngine } = await import('./iptables/engine.js');
+      return new IptablesEngine(opts);
+    }
     default:
       throw new Error(`unknown proxy mode ${JSON.stringify(mode)} (nftables or iptables)`);
   }
