@@ -6,7 +6,9 @@ import { CLIENT_IP, CLUSTER_CIDR, NODE_IP, SvcFixture, probe } from '../helpers/
 import { nsExec } from '../helpers/netns.js';
 import { createEngine } from '../../src/proxy/engines/index.js';
 import { Proxier } from '../../src/proxy/proxier.js';
-import type { ProxyNode, RawEndpointSlice, RawService } from '../../src/proxy/model.js';
+import type { ProxyNode, RawEndpointSlice, RawService, ServiceState } from '../../src/proxy/model.js';
+
+const total = (r: { answers: Record<string, number> }) => Object.values(r.answers).reduce((x, y) => x + y, 0);
 
 const NODE: ProxyNode = { name: 'node-1', nodeIPs: [NODE_IP], clusterCIDRs: [CLUSTER_CIDR], nodePortRange: [30000, 32767] };
 
@@ -29,6 +31,7 @@ function slice(name: string, ips: string[], target: number, proto: 'TCP' | 'UDP'
 describe('nftables proxy engine, real kernel', { timeout: 180_000 }, () => {
   const f = new SvcFixture();
   let proxier: Proxier;
+  let state: ServiceState;
   let a: string, b: string, c: string;
 
   before(async () => {
@@ -38,7 +41,7 @@ describe('nftables proxy engine, real kernel', { timeout: 180_000 }, () => {
     await f.serve(f.pods[2], { tcp: 9090, peer: true });
     const engine = await createEngine('nftables', { netns: `/run/netns/${f.node}` });
     proxier = new Proxier({ engine, node: NODE, netns: `/run/netns/${f.node}` });
-    proxier.replaceAll({
+    state = {
       services: [
         service('web', '10.96.0.10', 80, 'TCP'),
         service('dns', '10.96.0.11', 53, 'UDP'),
@@ -49,7 +52,8 @@ describe('nftables proxy engine, real kernel', { timeout: 180_000 }, () => {
         service('bad', '10.96.0.300', 80, 'TCP'),
       ],
       endpointSlices: [slice('web', [a, b, c], 8080, 'TCP'), slice('dns', [a, b, c], 5353, 'UDP'), slice('np', [a, b], 8080, 'TCP'), slice('sticky', [a, b, c], 8080, 'TCP'), slice('local', [c], 9090, 'TCP')],
-    });
+    };
+    proxier.replaceAll(state);
     const r = await proxier.sync();
     assert.equal(r.kind, 'full');
   });
@@ -133,6 +137,22 @@ describe('nftables proxy engine, real kernel', { timeout: 180_000 }, () => {
     const afterRemoval = await probe(f.client, 'udp', '10.96.0.11', 53, 5, 1000, 40000);
     assert.ok(!(stuck[0] in afterRemoval.answers), JSON.stringify(afterRemoval));
     assert.equal(Object.values(afterRemoval.answers).reduce((x, y) => x + y, 0), 5);
+  });
+
+  it('a restarted proxy flushes no conntrack entry of a service that did not change', async () => {
+    const before = await probe(f.client, 'udp', '10.96.0.11', 53, 2, 1000, 40100);
+    assert.equal(total(before), 2);
+    const count = () => nsExec(f.node, ['conntrack', '-L', '-p', 'udp', '--orig-port-src', '40100'], { allowFail: true }).split('\n').filter((l) => l.includes('dport=53')).length;
+    assert.equal(count(), 1);
+    // a new process: reads what the kernel has programmed, full-syncs the same state
+    const engine = await createEngine('nftables', { netns: `/run/netns/${f.node}` });
+    const restarted = new Proxier({ engine, node: NODE, netns: `/run/netns/${f.node}` });
+    restarted.replaceAll(state);
+    const r = await restarted.sync();
+    await restarted.stop();
+    assert.equal(r.kind, 'full');
+    assert.equal(r.staleFlowsDeleted, 0);
+    assert.equal(count(), 1, 'the flow survives the restart');
   });
 
   it('repairs drift with a full sync and removes everything on cleanup', async () => {
