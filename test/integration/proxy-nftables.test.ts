@@ -2,7 +2,7 @@
 // the cluster network; services synced through the Proxier, checked by sending traffic.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CLIENT_IP, CLUSTER_CIDR, NODE_IP, SvcFixture, probe } from '../helpers/svc-fixture.js';
+import { CLIENT_IP, CLUSTER_CIDR, CLUSTER_CIDR6, NODE_IP, NODE_IP6, SvcFixture, probe } from '../helpers/svc-fixture.js';
 import { nsExec } from '../helpers/netns.js';
 import { createEngine } from '../../src/proxy/engines/index.js';
 import { Proxier } from '../../src/proxy/proxier.js';
@@ -10,7 +10,7 @@ import type { ProxyNode, RawEndpointSlice, RawService, ServiceState } from '../.
 
 const total = (r: { answers: Record<string, number> }) => Object.values(r.answers).reduce((x, y) => x + y, 0);
 
-const NODE: ProxyNode = { name: 'node-1', nodeIPs: [NODE_IP], clusterCIDRs: [CLUSTER_CIDR], nodePortRange: [30000, 32767] };
+const NODE: ProxyNode = { name: 'node-1', nodeIPs: [NODE_IP, NODE_IP6], clusterCIDRs: [CLUSTER_CIDR, CLUSTER_CIDR6], nodePortRange: [30000, 32767] };
 
 function service(name: string, ip: string, port: number, proto: 'TCP' | 'UDP', extra: Record<string, unknown> = {}, nodePort?: number): RawService {
   return {
@@ -37,7 +37,7 @@ describe('nftables proxy engine, real kernel', { timeout: 180_000 }, () => {
   before(async () => {
     f.build(['a', 'b', 'c']);
     [a, b, c] = f.pods.map((p) => p.ip);
-    for (const p of f.pods) await f.serve(p, { tcp: 8080, udp: 5353 });
+    for (const p of f.pods) await f.serve(p, { tcp: 8080, tcp6: 8086, udp: 5353 });
     await f.serve(f.pods[2], { tcp: 9090, peer: true });
     const engine = await createEngine('nftables', { netns: `/run/netns/${f.node}` });
     proxier = new Proxier({ engine, node: NODE, netns: `/run/netns/${f.node}` });
@@ -50,8 +50,9 @@ describe('nftables proxy engine, real kernel', { timeout: 180_000 }, () => {
         service('sticky', '10.96.0.14', 80, 'TCP', { sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } } }),
         service('local', '10.96.0.15', 90, 'TCP', { externalTrafficPolicy: 'Local' }, 30090),
         service('bad', '10.96.0.300', 80, 'TCP'),
+        { metadata: { name: 'web6', namespace: 'default' }, spec: { type: 'NodePort', clusterIPs: ['fd00:96::10'], ports: [{ name: 'p', port: 80, protocol: 'TCP', nodePort: 30086 }] } },
       ],
-      endpointSlices: [slice('web', [a, b, c], 8080, 'TCP'), slice('dns', [a, b, c], 5353, 'UDP'), slice('np', [a, b], 8080, 'TCP'), slice('sticky', [a, b, c], 8080, 'TCP'), slice('local', [c], 9090, 'TCP')],
+      endpointSlices: [slice('web', [a, b, c], 8080, 'TCP'), slice('dns', [a, b, c], 5353, 'UDP'), slice('np', [a, b], 8080, 'TCP'), slice('sticky', [a, b, c], 8080, 'TCP'), slice('local', [c], 9090, 'TCP'), { ...slice('web6', [], 8086, 'TCP'), addressType: 'IPv6', endpoints: f.pods.map((p) => ({ addresses: [p.ip6], conditions: { ready: true }, nodeName: 'node-1' })) }],
     };
     proxier.replaceAll(state);
     const r = await proxier.sync();
@@ -73,6 +74,15 @@ describe('nftables proxy engine, real kernel', { timeout: 180_000 }, () => {
     assert.deepEqual(Object.keys(fromNode.answers).sort(), ['a', 'b', 'c'], JSON.stringify(fromNode));
     const fromPod = await probe(f.pods[0].ns, 'tcp', '10.96.0.10', 80, 100);
     assert.deepEqual(Object.keys(fromPod.answers).sort(), ['a', 'b', 'c'], 'includes hairpin to itself: ' + JSON.stringify(fromPod));
+  });
+
+  it('IPv6: a cluster IP and a NodePort reach all three endpoints', async () => {
+    const r = await probe(f.client, 'tcp', 'fd00:96::10', 80, 60);
+    assert.deepEqual(Object.keys(r.answers).sort(), ['a', 'b', 'c'], JSON.stringify(r));
+    const np = await probe(f.client, 'tcp', NODE_IP6, 30086, 60);
+    assert.deepEqual(Object.keys(np.answers).sort(), ['a', 'b', 'c'], JSON.stringify(np));
+    const hair = await probe(f.pods[1].ns, 'tcp', 'fd00:96::10', 80, 30);
+    assert.deepEqual(Object.keys(hair.answers).sort(), ['a', 'b', 'c'], 'hairpin over IPv6: ' + JSON.stringify(hair));
   });
 
   it('reaches all three endpoints of a UDP cluster IP', async () => {
