@@ -5,7 +5,11 @@
 //   node --import tsx bench/proxy-connect.ts connect IP PORT COUNT WARMUP
 //       COUNT sequential connects (after WARMUP unmeasured ones): net.connect until 'connect',
 //       timed with process.hrtime, then destroy; prints a JSON array of microseconds
+//   node --import tsx bench/proxy-connect.ts loop IP PORT WARMUP
+//       prints "ready" after WARMUP connects, then for each line N on stdin makes N connects and
+//       prints their JSON array (lets the caller interleave batches of two clients tightly)
 import net from 'node:net';
+import { createInterface } from 'node:readline';
 
 const [mode, ...args] = process.argv.slice(2);
 
@@ -46,7 +50,19 @@ if (mode === 'serve') {
   const out: number[] = [];
   for (let i = 0; i < count; i++) out.push(await connectOnce(host, port));
   process.stdout.write(JSON.stringify(out) + '\n');
+} else if (mode === 'loop') {
+  const [host, port, warmup] = [args[0], Number(args[1]), Number(args[2] ?? 20)];
+  for (let i = 0; i < warmup; i++) await connectOnce(host, port);
+  process.stdout.write('ready\n');
+  for await (const line of createInterface({ input: process.stdin })) {
+    const count = Number(line.trim());
+    if (!Number.isInteger(count) || count <= 0) break;
+    const out: number[] = [];
+    for (let i = 0; i < count; i++) out.push(await connectOnce(host, port));
+    process.stdout.write(JSON.stringify(out) + '\n');
+  }
+  process.exit(0);
 } else {
-  process.stderr.write('usage: proxy-connect.ts serve PORT | connect IP PORT COUNT [WARMUP]\n');
+  process.stderr.write('usage: proxy-connect.ts serve PORT | connect IP PORT COUNT [WARMUP] | loop IP PORT [WARMUP]\n');
   process.exit(2);
 }

@@ -41,12 +41,17 @@ if (SIZES.some((n) => !Number.isInteger(n) || n < 1 || n > 60000)) throw new Err
 const ROUNDS_ARG = arg('--rounds') === undefined ? undefined : Number(arg('--rounds'));
 const roundsFor = (n: number): number => ROUNDS_ARG ?? (n <= 1000 ? 5 : 3);
 const CHANGES = Number(arg('--changes') ?? 5);
-const CONNECTS = Math.max(200, Number(arg('--connects') ?? 500));
-const CONNECT_BATCHES = 5;
-const LAT_SMALL = 10;
+/** fresh pairs of client processes per latency measurement */
+const CONNECT_SESSIONS = 4;
+const CONNECTS = Math.max(200, Number(arg('--connects') ?? 2000));
+/** small batches of connects, alternating between the two sizes (a multiple of the sessions) */
+const CONNECT_BATCHES = Math.ceil(CONNECTS / Number(arg('--connect-batch') ?? 10) / CONNECT_SESSIONS) * CONNECT_SESSIONS;
+const LAT_SMALL = Number(arg('--latency-small') ?? 10);
 const LAT_LARGE = Number(arg('--latency-services') ?? 10000);
 const MEM_SIZE = Number(arg('--memory-services') ?? 10000);
 
+/** clients and endpoint servers of the latency test all run on this CPU, so every pair sees the same placement */
+const CONNECT_CPU = arg('--connect-cpu') ?? String(cpus().length - 1);
 const HERE = dirname(fileURLToPath(import.meta.url));
 const PREFIX = `pnb-px-${randomBytes(3).toString('hex')}`;
 const nsPath = (ns: string): string => `/run/netns/${ns}`;
@@ -376,7 +381,7 @@ async function attachEndpoints(node: string): Promise<{ close(): void }> {
     sh('ip', ['-n', ep, 'addr', 'add', '192.168.77.2/30', 'dev', 'pxe0']);
     sh('ip', ['-n', ep, 'link', 'set', 'pxe0', 'up']);
     for (const net of ['10.1.0.0/16', '10.2.0.0/16', '10.3.0.0/16']) sh('ip', ['-n', ep, 'route', 'add', 'local', net, 'dev', 'lo']);
-    const p = spawn('nsenter', [`--net=${nsPath(ep)}`, process.execPath, '--import', 'tsx', join(HERE, 'proxy-connect.ts'), 'serve', '8080'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn('taskset', ['-c', CONNECT_CPU, 'nsenter', `--net=${nsPath(ep)}`, process.execPath, '--import', 'tsx', join(HERE, 'proxy-connect.ts'), 'serve', '8080'], { stdio: ['ignore', 'pipe', 'inherit'] });
     server.p = p;
     children.add(p);
     await new Promise<void>((resolve, reject) => {
@@ -397,17 +402,71 @@ async function attachEndpoints(node: string): Promise<{ close(): void }> {
   }
 }
 
-async function connects(node: string, vip: string, count: number): Promise<number[]> {
-  const out = await run('nsenter', [`--net=${nsPath(node)}`, process.execPath, '--import', 'tsx', join(HERE, 'proxy-connect.ts'), 'connect', vip, String(SERVICE_PORT), String(count), '20']);
-  return JSON.parse(out.trim()) as number[];
+/** A long-lived client in a node netns: `batch(n)` makes n connects to vip:80 and returns their times (µs). */
+async function startClient(node: string, vip: string): Promise<{ batch(n: number): Promise<number[]>; close(): void }> {
+  const p = spawn('taskset', ['-c', CONNECT_CPU, 'nsenter', `--net=${nsPath(node)}`, process.execPath, '--import', 'tsx', join(HERE, 'proxy-connect.ts'), 'loop', vip, String(SERVICE_PORT), '50'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  children.add(p);
+  let buf = '';
+  let err = '';
+  const waiting: ((line: string) => void)[] = [];
+  const lines: string[] = [];
+  p.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      const w = waiting.shift();
+      if (w) w(line);
+      else lines.push(line);
+    }
+  });
+  p.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  p.stdin!.on('error', () => {});
+  const next = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const l = lines.shift();
+      if (l !== undefined) return resolve(l);
+      const timer = setTimeout(() => reject(new Error(`connect client in ${node}: no answer (${err.trim().split('\n').pop() ?? ''})`)), 60_000);
+      waiting.push((line) => {
+        clearTimeout(timer);
+        resolve(line);
+      });
+      p.once('exit', (c) => {
+        clearTimeout(timer);
+        reject(new Error(`connect client in ${node} exited (${c}): ${err.trim().split('\n').pop() ?? ''}`));
+      });
+    });
+  const close = (): void => {
+    if (p.pid !== undefined && p.exitCode === null && p.signalCode === null) {
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    children.delete(p);
+  };
+  try {
+    if ((await next()) !== 'ready') throw new Error(`connect client in ${node}: unexpected start`);
+  } catch (e) {
+    close();
+    throw e;
+  }
+  return {
+    async batch(n: number): Promise<number[]> {
+      p.stdin!.write(`${n}\n`);
+      return JSON.parse(await next()) as number[];
+    },
+    close,
+  };
 }
 
 /**
  * Connect latency to the last service at LAT_LARGE (the netns just loaded by the caller) and at
  * LAT_SMALL (loaded here, fresh), interleaved in batches so both see the same machine noise.
  */
-async function latencyPair(v: VariantId, large: Loaded, nLarge: number, lat: Map<VariantId, Map<number, Latency>>): Promise<void> {
-  const m = lat.get(v) ?? new Map<number, Latency>();
+async function latencyPair(v: VariantId, large: Loaded, nLarge: number, lat: Map<VariantId, Map<'small' | 'large', Latency>>): Promise<void> {
+  const m = lat.get(v) ?? new Map<'small' | 'large', Latency>();
   lat.set(v, m);
   const small = await loadFull(v, LAT_SMALL, sizeCtx(LAT_SMALL));
   const epL = await attachEndpoints(large.ns).catch((e) => {
@@ -420,13 +479,32 @@ async function latencyPair(v: VariantId, large: Loaded, nLarge: number, lat: Map
     const a: number[] = [];
     const b: number[] = [];
     const per = Math.ceil(CONNECTS / CONNECT_BATCHES);
-    for (let i = 0; i < CONNECT_BATCHES; i++) {
-      progress(`  ${v}: connect latency batch ${i + 1}/${CONNECT_BATCHES} (${per} connects each at ${nLarge} and ${LAT_SMALL} services)`);
-      a.push(...(await connects(large.ns, clusterIP(nLarge - 1), per)));
-      b.push(...(await connects(small.loaded.ns, clusterIP(LAT_SMALL - 1), per)));
+    progress(`  ${v}: connect latency, ${CONNECT_BATCHES} x ${per} connects at ${nLarge} and at ${LAT_SMALL} services, alternating, in ${CONNECT_SESSIONS} pairs of client processes`);
+    for (let session = 0; session < CONNECT_SESSIONS; session++) {
+      // fresh client processes per session, so no one process' luck decides a size's numbers
+      const cl = await startClient(large.ns, clusterIP(nLarge - 1));
+      const cs = await startClient(small.loaded.ns, clusterIP(LAT_SMALL - 1)).catch((e) => {
+        cl.close();
+        throw e;
+      });
+      try {
+        for (let i = 0; i < CONNECT_BATCHES / CONNECT_SESSIONS; i++) {
+          // alternate which size goes first, so neither always follows the other
+          if (i % 2 === 0) {
+            a.push(...(await cl.batch(per)));
+            b.push(...(await cs.batch(per)));
+          } else {
+            b.push(...(await cs.batch(per)));
+            a.push(...(await cl.batch(per)));
+          }
+        }
+      } finally {
+        cl.close();
+        cs.close();
+      }
     }
-    m.set(nLarge, { us: a });
-    m.set(LAT_SMALL, { us: b });
+    m.set('large', { us: a });
+    m.set('small', { us: b });
   } finally {
     epS?.close();
     epL.close();
@@ -484,7 +562,7 @@ async function main(): Promise<void> {
   for (const [v, why] of available) if (why) progress(`${v}: not available: ${why}`);
 
   const results = new Map<number, Map<VariantId, Samples>>();
-  const lat = new Map<VariantId, Map<number, Latency>>();
+  const lat = new Map<VariantId, Map<'small' | 'large', Latency>>();
   const active = VARIANTS.filter((v) => !available.get(v.id));
 
   for (const n of SIZES) {
@@ -524,8 +602,8 @@ async function main(): Promise<void> {
           r.loaded.close();
         }
       } catch (e) {
-        const m = lat.get(v.id) ?? new Map<number, Latency>();
-        m.set(LAT_LARGE, { us: [], error: errorText(e) });
+        const m = lat.get(v.id) ?? new Map<'small' | 'large', Latency>();
+        m.set('large', { us: [], error: errorText(e) });
         lat.set(v.id, m);
       }
     }
@@ -583,18 +661,18 @@ async function main(): Promise<void> {
   for (const v of VARIANTS) {
     const m = lat.get(v.id);
     const why = available.get(v.id) ?? results.get(LAT_LARGE)?.get(v.id)?.error;
-    if (!m || !m.get(LAT_LARGE)?.us.length || !m.get(LAT_SMALL)?.us.length) {
-      const e = m?.get(LAT_LARGE)?.error ?? why ?? 'not measured';
+    if (!m || !m.get('large')?.us.length || !m.get('small')?.us.length) {
+      const e = m?.get('large')?.error ?? why ?? 'not measured';
       lrows.push([v.label, '-', '-', '-', '-', '-', e.startsWith('not available') ? e : `not available: ${e}`]);
       continue;
     }
-    const a = m.get(LAT_SMALL)!.us.map((x) => x / 1000);
-    const b = m.get(LAT_LARGE)!.us.map((x) => x / 1000);
+    const a = m.get('small')!.us.map((x) => x / 1000);
+    const b = m.get('large')!.us.map((x) => x / 1000);
     const r = median(b) / median(a);
     lrows.push([v.label, String(LAT_SMALL), String(a.length), median(a).toFixed(3), pct(a, 90).toFixed(3), '', '']);
     lrows.push([v.label, String(LAT_LARGE), String(b.length), median(b).toFixed(3), pct(b, 90).toFixed(3), r.toFixed(3), r <= 1.1 ? 'MET' : 'MISSED']);
   }
-  out.push(`\nTCP connect latency to the last service's cluster IP (client in the node netns, Node net.connect until 'connect', ${CONNECT_BATCHES} interleaved batches per size)`);
+  out.push(`\nTCP connect latency to the last service's cluster IP (client in the node netns, Node net.connect until 'connect', ${CONNECT_BATCHES} alternating batches of ${Math.ceil(CONNECTS / CONNECT_BATCHES)} per size from ${CONNECT_SESSIONS} pairs of client processes, all on CPU ${CONNECT_CPU})`);
   out.push(table(lrows));
 
   // memory
@@ -620,8 +698,8 @@ async function main(): Promise<void> {
   }
   for (const v of ['podnet-nft', 'podnet-ipt'] as const) {
     const m = lat.get(v);
-    const a = m?.get(LAT_SMALL)?.us;
-    const b = m?.get(LAT_LARGE)?.us;
+    const a = m?.get('small')?.us;
+    const b = m?.get('large')?.us;
     const r = a?.length && b?.length ? median(b) / median(a) : undefined;
     tg.push(`${ALL_VARIANTS.find((x) => x.id === v)!.label}: connect latency at ${LAT_LARGE} vs ${LAT_SMALL} services: ratio ${r === undefined ? '-' : r.toFixed(3)} (target <= 1.10): ${mark(r === undefined ? undefined : r <= 1.1)}`);
   }
