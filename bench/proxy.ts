@@ -8,11 +8,14 @@
 //      nft -f);
 //   3. one endpoint of one service replaced by another IP, the same ways;
 //   4. TCP connect latency to the last service's cluster IP at 10 vs 10,000 services, from a
-//      client in the node netns to a server in an endpoint netns behind a veth;
+//      client in the node netns to a server in an endpoint netns behind a veth (two long-lived
+//      clients, one per size, alternating batches of 10 connects; 4 fresh client pairs; all on one
+//      CPU — a null test of 1,000 vs 1,000 services gives ratios within ±5% this way);
 //   5. the proxy's peak RSS (VmHWM) for a full sync of 10,000 services, in a child process.
 //
 //   node --import tsx bench/proxy.ts [--sizes 1000,5000,10000] [--rounds N] [--changes K] [--connects C]
-//        [--variants podnet-nft,kube-nft,podnet-ipt,kube-ipt] [--latency-services 10000] [--memory-services 10000]
+//        [--variants podnet-nft,kube-nft,podnet-ipt,kube-ipt] [--latency-services 10000] [--latency-small 10]
+//        [--connect-batch 10] [--connect-cpu N] [--memory-services 10000]
 //
 // Rounds: --rounds, default 5 for up to 1,000 services and 3 above; each round makes K (default 5)
 // single-service adds and K endpoint changes. Medians. Namespaces are named pnb-px-<random>-…, removed
