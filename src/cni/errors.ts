@@ -21,6 +21,7 @@ export const ErrCode = {
   DelegateFailed: 104,
   AgentFailure: 105,
   CheckFailed: 106,
+  HostPortInUse: 107,
   Internal: 999,
 } as const;
 

@@ -22,7 +22,7 @@ import { canonicalIP, tryParseIP } from '../util/ip.js';
 
 export const HOSTPORT_TABLE = 'podnet-hostport';
 /** podnet-specific CNI error code: a hostPort is already taken (docs/cni-errors.md). */
-export const ERR_HOSTPORT_IN_USE = 107;
+export const ERR_HOSTPORT_IN_USE = ErrCode.HostPortInUse;
 
 export type Protocol = 'tcp' | 'udp' | 'sctp';
 const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'sctp'];
