@@ -278,8 +278,10 @@ export async function startCluster(opts: { size?: number; hosts?: string[]; netn
   try {
     for (const s of specs) members.push(startEtcd(s));
     // members in different namespaces: ask each from its own namespace
-    if (opts.netns) for (let i = 0; i < size; i++) await waitHealthy([specs[i].clientUrl], { netns: opts.netns[i], procs: members, timeoutMs: 20_000 });
-    else await waitHealthy(cluster.endpoints, { procs: members, timeoutMs: 20_000 });
+    // a member that joins while the others hold their first election can take well over 20 s to
+    // commit its first proposal on a loaded two-core machine (seen once in CI); it does recover
+    if (opts.netns) for (let i = 0; i < size; i++) await waitHealthy([specs[i].clientUrl], { netns: opts.netns[i], procs: members, timeoutMs: 45_000 });
+    else await waitHealthy(cluster.endpoints, { procs: members, timeoutMs: 45_000 });
   } catch (e) {
     await cluster.destroy();
     throw e;
