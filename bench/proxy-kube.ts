@@ -19,25 +19,9 @@
 //  sync adds/flushes and rewrites only the changed service's chains and its map elements; endpoint
 //  chains that went away are flushed (kube-proxy deletes them in a later sync).
 import { createHash } from 'node:crypto';
+import { base32 } from '../src/proxy/engines/iptables/names.js';
 import { CLUSTER_CIDR, MASQ_MARK, SERVICE_CIDR, TARGET_PORT, type BenchService } from './proxy-gen.js';
 
-const B32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-function base32(buf: Buffer): string {
-  let out = '';
-  let bits = 0;
-  let value = 0;
-  for (const b of buf) {
-    value = (value << 8) | b;
-    bits += 8;
-    while (bits >= 5) {
-      out += B32[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-    value &= (1 << bits) - 1;
-  }
-  if (bits > 0) out += B32[(value << (5 - bits)) & 31];
-  return out;
-}
 const sha32 = (s: string): string => base32(createHash('sha256').update(s).digest());
 
 // ---------------------------------------------------------------- iptables

@@ -4,7 +4,7 @@ import { Command, Option } from 'commander';
 import { hostname } from 'node:os';
 import { SUPPORTED_VERSIONS } from '../cni/version.js';
 import { registerLabCommands } from './lab.js';
-import { registerProxyCommands } from './proxy.js';
+import { parsePortRange, registerProxyCommands } from './proxy.js';
 
 const VERSION = '0.1.0';
 
@@ -13,12 +13,12 @@ async function runAsPlugin(): Promise<void> {
 }
 
 function parseRange(v: string): [number, number] {
-  const m = /^(\d+)-(\d+)$/.exec(v);
-  if (!m || Number(m[1]) < 1 || Number(m[2]) > 65535 || Number(m[1]) > Number(m[2])) {
+  const r = parsePortRange(v);
+  if (!r) {
     process.stderr.write(`podnet agent: --node-port-range: expected LOW-HIGH within 1-65535, got ${JSON.stringify(v)}\n`);
     process.exit(2);
   }
-  return [Number(m[1]), Number(m[2])];
+  return r;
 }
 
 function outputOption(): Option {

@@ -57,14 +57,21 @@ interface NodeOpts {
   nodePortRange: string;
 }
 
+/** `LOW-HIGH` within 1-65535; undefined when it is not one. */
+export function parsePortRange(v: string): [number, number] | undefined {
+  const m = /^(\d+)-(\d+)$/.exec(v);
+  if (!m || Number(m[1]) < 1 || Number(m[2]) > 65535 || Number(m[1]) > Number(m[2])) return undefined;
+  return [Number(m[1]), Number(m[2])];
+}
+
 export function nodeFromOptions(o: NodeOpts): ProxyNode {
-  const m = /^(\d+)-(\d+)$/.exec(o.nodePortRange);
-  if (!m || Number(m[1]) < 1 || Number(m[2]) > 65535 || Number(m[1]) > Number(m[2])) throw new InputError(`--node-port-range: expected LOW-HIGH within 1-65535, got ${JSON.stringify(o.nodePortRange)}`);
+  const range = parsePortRange(o.nodePortRange);
+  if (!range) throw new InputError(`--node-port-range: expected LOW-HIGH within 1-65535, got ${JSON.stringify(o.nodePortRange)}`);
   return {
     name: o.nodeName,
     nodeIPs: o.nodeIp && o.nodeIp.length > 0 ? o.nodeIp : localAddresses(),
     clusterCIDRs: o.clusterCidr && o.clusterCidr.length > 0 ? o.clusterCidr : readSubnetEnvNetworks(o.subnetFile),
-    nodePortRange: [Number(m[1]), Number(m[2])],
+    nodePortRange: range,
   };
 }
 

@@ -7,7 +7,7 @@ import type { Endpoint, ProxyModel, ProxyNode, Protocol, ServicePort } from './m
 /** int: masquerade sources outside the cluster networks; all: always; none: keep the client's address */
 export type Masq = 'int' | 'all' | 'none';
 
-function ipFamily(ip: string): Family {
+export function ipFamily(ip: string): Family {
   return ip.includes(':') ? 6 : 4;
 }
 

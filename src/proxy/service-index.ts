@@ -6,7 +6,7 @@
 // tens of milliseconds on a loaded two-core node, more than the whole 20 ms budget of a change.
 import type { ProxyModel, ProxyNode, RawEndpointSlice, RawService, ServicePort, ServiceProblem, ServiceState } from './model.js';
 import { SERVICE_NAME_LABEL } from './model.js';
-import { type ParsedService, frontends, parseCached, parseSliceCached, portsFor, resolveClashes, serviceKey } from './normalize.js';
+import { type ParsedService, frontendOwners, frontends, parseCached, parseSliceCached, portsFor, resolveClashes, serviceKey } from './normalize.js';
 
 export interface IndexBuild {
   model: ProxyModel;
@@ -190,7 +190,7 @@ export class ServiceIndex {
       if (old === now) continue;
       if (old) {
         for (const x of old) before.push(x);
-        for (const f of frontends(this.parsedBefore(old, k))) if (this.owners.get(f.key) === k) this.owners.delete(f.key);
+        for (const f of frontendOwners({ ports: old, problems: [] }).keys()) if (this.owners.get(f) === k) this.owners.delete(f);
       }
       if (now && p) {
         for (const x of now) after.push(x);
@@ -205,16 +205,6 @@ export class ServiceIndex {
       for (const ps of this.ports.values()) for (const x of ps) this.flat.push(x);
     }
     return { model: { ports: this.flat, problems: this.problems() }, before, after };
-  }
-
-  // owner keys of a service's previous ports are recomputed from the ports themselves
-  private parsedBefore(old: ServicePort[], k: string): ParsedService {
-    const keys: { key: string; field: string; what: string }[] = [];
-    for (const p of old) {
-      for (const ip of [...p.clusterIPs, ...p.externalIPs]) keys.push({ key: `${ip}/${p.protocol}/${p.port}`, field: '', what: '' });
-      if (p.nodePort !== undefined) keys.push({ key: `nodeport/${p.protocol}/${p.nodePort}`, field: '', what: '' });
-    }
-    return { key: k, frontends: keys } as unknown as ParsedService;
   }
 
   private problems(): ServiceProblem[] {

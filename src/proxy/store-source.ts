@@ -46,33 +46,23 @@ export async function startStoreSource(store: Store, proxier: Proxier, log: Logg
       for (const w of watches.splice(0)) w.close();
       void start().catch((e) => log.error('re-listing services failed', { error: (e as Error).message }));
     };
+    const watchKind = <T>(prefix: string, rev: number, what: string, put: (v: T) => void, del: (ns: string, name: string) => void): Watch =>
+      store.watch(prefix, rev, {
+        onEvent: (ev: WatchEvent) => {
+          if (ev.type === 'put') {
+            const v = parse<T>(ev.kv.key, ev.kv.value, log);
+            if (v) put(v);
+          } else {
+            const k = nsName(ev.key, prefix);
+            if (k) del(k[0], k[1]);
+          }
+        },
+        onReset,
+        onError: (e) => log.warn(`${what} watch error (retrying)`, { error: e.message }),
+      });
     watches.push(
-      store.watch(SERVICES_PREFIX, svcRev, {
-        onEvent: (ev: WatchEvent) => {
-          if (ev.type === 'put') {
-            const s = parse<RawService>(ev.kv.key, ev.kv.value, log);
-            if (s) proxier.putService(s);
-          } else {
-            const k = nsName(ev.key, SERVICES_PREFIX);
-            if (k) proxier.deleteService(k[0], k[1]);
-          }
-        },
-        onReset,
-        onError: (e) => log.warn('service watch error (retrying)', { error: e.message }),
-      }),
-      store.watch(SLICES_PREFIX, sliceRev, {
-        onEvent: (ev: WatchEvent) => {
-          if (ev.type === 'put') {
-            const s = parse<RawEndpointSlice>(ev.kv.key, ev.kv.value, log);
-            if (s) proxier.putSlice(s);
-          } else {
-            const k = nsName(ev.key, SLICES_PREFIX);
-            if (k) proxier.deleteSlice(k[0], k[1]);
-          }
-        },
-        onReset,
-        onError: (e) => log.warn('endpoint slice watch error (retrying)', { error: e.message }),
-      }),
+      watchKind<RawService>(SERVICES_PREFIX, svcRev, 'service', (v) => proxier.putService(v), (ns, n) => proxier.deleteService(ns, n)),
+      watchKind<RawEndpointSlice>(SLICES_PREFIX, sliceRev, 'endpoint slice', (v) => proxier.putSlice(v), (ns, n) => proxier.deleteSlice(ns, n)),
     );
   };
   await start();

@@ -4,13 +4,12 @@
 // costs 25 ms or more per call at 10,000 services because it reads the table first, while a
 // batch of a few elements costs well under a millisecond.
 import { NftCli } from '../../../kernel/nft.js';
+import type { ElementOp, NftElementWriter } from '../../../kernel/netlink/nft-elements.js';
 import type { NetnsRef } from '../../../kernel/types.js';
 import type { ChangedPorts, EngineOptions, ProgrammedEndpoints, ProxyEngine, SyncResult } from '../../engine.js';
 import type { ProxyModel, ProxyNode, ServicePort } from '../../model.js';
 import {
   TABLE,
-  type Element,
-  type ElemPart,
   type FragElement,
   type SetDecl,
   type ExistingObjects,
@@ -24,20 +23,6 @@ import {
   renderRuleset,
   elementText,
 } from './plan.js';
-
-interface ElementOp {
-  op: 'add' | 'delete' | 'destroy';
-  family: 'inet';
-  table: string;
-  set: string;
-  key: ElemPart[];
-  data?: Element['data'];
-}
-
-interface ElementWriter {
-  apply(ops: ElementOp[]): void;
-  close(): void;
-}
 
 /** What this process last applied: enough to do the next partial sync without reading the kernel. */
 interface Applied {
@@ -77,7 +62,7 @@ export class NftablesEngine implements ProxyEngine {
   readonly mode = 'nftables' as const;
   private readonly ns: NetnsRef;
   private readonly nft = new NftCli();
-  private writer?: ElementWriter;
+  private writer?: NftElementWriter;
   private applied?: Applied;
 
   constructor(private readonly opts: EngineOptions = {}) {
@@ -231,10 +216,11 @@ export class NftablesEngine implements ProxyEngine {
     return { kind: 'partial', changes: deletes.length + adds.length };
   }
 
-  private async elementWriter(): Promise<ElementWriter> {
+  private async elementWriter(): Promise<NftElementWriter> {
     if (!this.writer) {
+      // loaded on first use: koffi stays out of processes that only render
       const { NftElementWriter } = await import('../../../kernel/netlink/nft-elements.js');
-      this.writer = new NftElementWriter(this.opts.netns ? { netnsPath: this.opts.netns } : {}) as unknown as ElementWriter;
+      this.writer = new NftElementWriter(this.opts.netns ? { netnsPath: this.opts.netns } : {});
     }
     return this.writer;
   }

@@ -16,20 +16,15 @@
 // is bounded by the largest endpoint count, not by the number of services.
 import type { Family } from '../../../util/ip.js';
 import type { ProxyModel, ProxyNode, ServicePort, Protocol } from '../../model.js';
-import { frontendsOf, type Masq } from '../../frontends.js';
+import { frontendsOf, ipFamily, type Masq } from '../../frontends.js';
 
 export { endpointsByFrontend } from '../../frontends.js';
 
 export const TABLE = 'podnet-proxy';
 export const MASQ_MARK = 0x4000;
 
-export type ElemPart =
-  | { kind: 'ipv4'; value: string }
-  | { kind: 'ipv6'; value: string }
-  | { kind: 'proto'; value: Protocol | number }
-  | { kind: 'port'; value: number }
-  | { kind: 'u32'; value: number };
-export type ElemData = { kind: 'verdict'; verdict: 'goto' | 'jump' | 'accept' | 'drop' | 'return' | 'continue'; chain?: string } | { kind: 'value'; parts: ElemPart[] };
+export type { ElemPart, ElemData } from '../../../kernel/netlink/nft-elements.js';
+import type { ElemPart, ElemData } from '../../../kernel/netlink/nft-elements.js';
 
 export interface Element {
   key: ElemPart[];
@@ -81,10 +76,6 @@ export function elementText(e: Element): string {
   }
   return t;
 }
-function withText(e: Element, _t: string): Element {
-  // text is rendered lazily by elementText(): a fresh table's elements go over netlink, as bytes
-  return e;
-}
 
 function addrPart(f: Family, ip: string): ElemPart {
   return f === 4 ? { kind: 'ipv4', value: ip } : { kind: 'ipv6', value: ip };
@@ -101,9 +92,6 @@ const pinChain = (slot: number, t: number) => `pin-${slot}-${t}`;
 const epMap = (f: Family, slot: number) => `ep${f}-${slot}`;
 const affSet = (f: Family, slot: number) => `aff${f}-${slot}`;
 
-function ipFamily(ip: string): Family {
-  return ip.includes(':') ? 6 : 4;
-}
 
 /** The elements one service port contributes (set name -> elements), and the chains it needs. */
 export interface FragElement {
@@ -132,7 +120,7 @@ export function fragmentOf(p: ServicePort, node: ProxyNode): PortFragment {
     const k = `${fe.ip} . ${fe.protocol} . ${fe.port}`;
     if (fe.empty) {
       const reject = fe.empty === 'reject';
-      elements.push({ set: `noep${f}`, k, el: withText({ key, data: reject ? { kind: 'verdict', verdict: 'goto', chain: 'reject-no-endpoints' } : { kind: 'verdict', verdict: 'drop' } }, `${k} : ${reject ? 'goto reject-no-endpoints' : 'drop'}`) });
+      elements.push({ set: `noep${f}`, k, el: { key, data: reject ? { kind: 'verdict', verdict: 'goto', chain: 'reject-no-endpoints' } : { kind: 'verdict', verdict: 'drop' } } });
       continue;
     }
     const n = fe.endpoints.length;
@@ -140,10 +128,10 @@ export function fragmentOf(p: ServicePort, node: ProxyNode): PortFragment {
     lbChains.push(lb);
     slots = Math.max(slots, n);
     const chain = lbChainName(n, lb.masq, lb.affinity);
-    elements.push({ set: `svc${f}`, k, el: withText({ key, data: { kind: 'verdict', verdict: 'goto', chain } }, `${k} : goto ${chain}`) });
+    elements.push({ set: `svc${f}`, k, el: { key, data: { kind: 'verdict', verdict: 'goto', chain } } });
     for (let i = 0; i < n; i++) {
       const e = fe.endpoints[i];
-      elements.push({ set: epMap(f, i), k, el: withText({ key, data: { kind: 'value', parts: [addrPart(f, e.ip), { kind: 'port', value: e.port }] } }, `${k} : ${e.ip} . ${e.port}`) });
+      elements.push({ set: epMap(f, i), k, el: { key, data: { kind: 'value', parts: [addrPart(f, e.ip), { kind: 'port', value: e.port }] } } });
     }
   }
   const hairpin: FragElement[] = [];
@@ -153,7 +141,7 @@ export function fragmentOf(p: ServicePort, node: ProxyNode): PortFragment {
     seen.add(e.ip);
     const a = addrPart(f, e.ip);
     const k = `${e.ip} . ${e.ip}`;
-    hairpin.push({ set: `hairpin${f}`, k, el: withText({ key: [a, a] }, k) });
+    hairpin.push({ set: `hairpin${f}`, k, el: { key: [a, a] } });
   }
   return { elements, hairpin, lbChains, slots };
 }
