@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const benches = [
-  ['CNI ADD/DEL/VERSION: podnet vs reference bridge+host-local', 'cni-bench.ts'],
+  ['CNI ADD/DEL/VERSION: podnet vs reference bridge+host-local (and portmap with hostPorts)', 'cni-bench.ts'],
   ['Kernel access for an ADD: iproute2 vs netlink (koffi)', 'netlink-vs-iproute2.ts'],
   ['Datapath throughput: podnet lab vs the hand-built path (iperf3)', 'datapath.ts'],
   ['Convergence: 1,000 peer leases, then one more', 'convergence.ts'],
