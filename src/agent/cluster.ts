@@ -84,7 +84,7 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
     held = await updateLease(store, held, { ...held.lease, backendData: dev.backendData });
   }
   const clusterCidrs = [formatCidr(conf.network), ...(conf.ipv6Network ? [formatCidr(conf.ipv6Network)] : [])];
-  await ensureClusterFirewall({ nft: defaultNft(), ns, spec: { clusterCidrs, masquerade: o.ipMasq, ...(conf.backend.type === 'vxlan' ? { tunnelUdpPort: conf.backend.port } : {}) }, iptablesForward: true, log });
+  await ensureClusterFirewall({ nft: defaultNft(), ns, spec: { clusterCidrs, masquerade: o.ipMasq, ...(conf.backend.type === 'vxlan' ? { tunnelUdpPort: conf.backend.port, tunnelDevice: node.iface } : {}) }, iptablesForward: true, log });
   // Backend.MTU can only lower the pod MTU below what the underlay allows
   const podMtu = Math.min(dev.mtu, conf.backend.mtu ?? dev.mtu);
   writeSubnetEnv(o.subnetFile, renderSubnetEnv(conf, held.lease, podMtu, o.ipMasq));

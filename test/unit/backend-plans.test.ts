@@ -231,14 +231,14 @@ test('host-gw dual-stack: IPv6 subnet via the peer IPv6 public IP; a missing IPv
   assert.deepEqual(b.planPeers(ds(1, 'fd00:200::1'), [ds(2, 'fd00:200::2'), ds(3)], applyFake(s, ops)).ops, []);
 });
 
-test('firewall: one table, flush-and-add transaction, masquerade only leaving the cluster', () => {
+test('firewall: podnet\'s tables only, replaced in one transaction, masquerade only leaving the cluster', () => {
   const s = renderClusterFirewall({ clusterCidrs: ['10.244.0.0/16', 'fd00:10:244::/56'] });
-  assert.match(s, /^add table inet podnet-cluster\ndelete table inet podnet-cluster\ntable inet podnet-cluster \{/);
+  assert.match(s, /^add table inet podnet-cluster\ndelete table inet podnet-cluster\nadd table netdev podnet-cluster\ndelete table netdev podnet-cluster\ntable inet podnet-cluster \{/);
   assert.match(s, /ip saddr 10\.244\.0\.0\/16 ip daddr != 10\.244\.0\.0\/16 ip daddr != 224\.0\.0\.0\/4 counter masquerade/);
   assert.match(s, /ip6 saddr fd00:10:244::\/56 ip6 daddr != fd00:10:244::\/56/);
   assert.doesNotMatch(s, /table (ip|inet) (?!podnet-cluster)/);
   assert.doesNotMatch(renderClusterFirewall({ clusterCidrs: ['10.244.0.0/16'], masquerade: false }), /masquerade/);
-  assert.equal(renderClusterFirewallCleanup(), 'add table inet podnet-cluster\ndelete table inet podnet-cluster\n');
+  assert.equal(renderClusterFirewallCleanup(), 'add table inet podnet-cluster\ndelete table inet podnet-cluster\nadd table netdev podnet-cluster\ndelete table netdev podnet-cluster\n');
   assert.throws(() => renderClusterFirewall({ clusterCidrs: ['nope'] }), /not a CIDR/);
 });
 

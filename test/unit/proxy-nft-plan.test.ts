@@ -410,13 +410,13 @@ test('datapath: hairpin — a pod reaching itself through its service is masquer
   assert.equal(l.masqByEndpoint.get('10.244.1.4/8080'), true);
 });
 
-test('datapath: no endpoints are rejected before NAT; non-service traffic is untouched', () => {
+test('datapath: no endpoints are rejected before the service lookup; non-service traffic is untouched', () => {
   const plan = planModel(mixedModel(), NODE);
   const udp = evaluate(plan, { src: POD, proto: 'udp', dst: '10.96.0.13', dport: 53 });
   assert.equal(udp.verdict, 'reject');
   assert.deepEqual(udp.endpoints, []);
   assert.ok(udp.paths[0].trace.includes('reject-no-endpoints'));
-  assert.ok(!udp.paths[0].trace.includes('services'), 'rejected in the filter hook, before the nat hook');
+  assert.ok(!udp.paths[0].trace.includes('services'), 'rejected before the service lookup');
   const t = evaluate(plan, tcp(OUTSIDE, '10.96.0.16', 80));
   assert.equal(t.verdict, 'reject');
   for (const p of [
@@ -495,4 +495,13 @@ test('datapath: a client pinned by ClientIP affinity keeps its endpoint when ano
   // a new endpoint that sorts first (10.244.1.1 < 10.244.1.7); the affinity sets keep their contents
   const after = planModel(model(keepSlots(oldPorts, [sp({ id: 'ns/aff:80', service: 'ns/aff', clusterIPs: ['10.96.8.1'], affinitySeconds: 60, endpoints: [e('10.244.1.1'), ...eps] })])), NODE);
   assert.deepEqual(evaluate(after, tcp(POD, '10.96.8.1', 80), { affinity: pinned }).endpoints, ['10.244.2.8/8080'], 'still the same pod');
+});
+
+test('datapath: every base chain is a nat chain, so established packets walk no rule of the table', () => {
+  const plan = planModel(mixedModel(), NODE);
+  const hooks = [...plan.chains.values()].filter((c) => c.hook).map((c) => c.hook!);
+  assert.ok(hooks.length >= 3);
+  for (const h of hooks) assert.match(h, /^type nat hook (prerouting|output|postrouting) /);
+  // the no-endpoints lookup comes before the service lookup in both dstnat chains
+  for (const c of ['nat-prerouting', 'nat-output']) assert.deepEqual(plan.chains.get(c)!.rules, ['jump no-endpoints', 'jump services']);
 });

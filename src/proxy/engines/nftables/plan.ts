@@ -208,8 +208,12 @@ function lbChain(n: number, masq: Masq, affinity?: number): ChainDecl {
 function staticChains(maxSlots: number, affinity: Map<number, Set<number>>): ChainDecl[] {
   const mark = `0x${MASQ_MARK.toString(16)}`;
   const chains: ChainDecl[] = [
-    { name: 'nat-prerouting', hook: 'type nat hook prerouting priority dstnat; policy accept;', rules: ['jump services'] },
-    { name: 'nat-output', hook: 'type nat hook output priority -100; policy accept;', rules: ['jump services'] },
+    // Only nat base chains: the kernel evaluates a nat chain for the first packet of a connection
+    // alone, so established traffic (and every packet that is not for a service) walks no rule of
+    // this table. A frontend without endpoints is answered here too (reject is valid in a nat
+    // chain at prerouting and output), before the service lookup.
+    { name: 'nat-prerouting', hook: 'type nat hook prerouting priority dstnat; policy accept;', rules: ['jump no-endpoints', 'jump services'] },
+    { name: 'nat-output', hook: 'type nat hook output priority -100; policy accept;', rules: ['jump no-endpoints', 'jump services'] },
     { name: 'services', rules: ['ip daddr . meta l4proto . th dport vmap @svc4', 'ip6 daddr . meta l4proto . th dport vmap @svc6'] },
     {
       name: 'nat-postrouting',
@@ -224,9 +228,7 @@ function staticChains(maxSlots: number, affinity: Map<number, Set<number>>): Cha
         'masquerade fully-random',
       ],
     },
-    // no endpoints: answer at once (reject is only allowed in filter chains, so these run before dstnat)
-    { name: 'filter-prerouting', hook: 'type filter hook prerouting priority -110; policy accept;', rules: ['ct state new jump no-endpoints'] },
-    { name: 'filter-output', hook: 'type filter hook output priority -110; policy accept;', rules: ['ct state new jump no-endpoints'] },
+    // no endpoints: answered at once (TCP reset, ICMP port unreachable) or dropped
     { name: 'no-endpoints', rules: ['ip daddr . meta l4proto . th dport vmap @noep4', 'ip6 daddr . meta l4proto . th dport vmap @noep6'] },
     { name: 'reject-no-endpoints', rules: ['meta l4proto tcp reject with tcp reset', 'reject'] },
   ];
