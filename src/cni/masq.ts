@@ -14,7 +14,7 @@ export interface MasqEntry {
   network: string;
 }
 
-function setNames(v6: boolean): { pods: string; nets: string } {
+export function setNames(v6: boolean): { pods: string; nets: string } {
   return v6 ? { pods: 'masq_pods6', nets: 'masq_nets6' } : { pods: 'masq_pods4', nets: 'masq_nets4' };
 }
 
@@ -23,8 +23,13 @@ function quote(s: string): string {
   return `"${s}"`;
 }
 
-/** The transaction that ensures the shared table, sets and rules and adds these pods. Pure. */
-export function renderMasqAdd(entries: MasqEntry[], owner: string): string {
+export const MASQ_CHAIN = CHAIN;
+/** The comment on each shared rule: a check counts them (the CNI fast path, CHECK). */
+export const MASQ_RULE_COMMENT = 'podnet ipMasq';
+export const MASQ_RULE_COUNT = 2;
+
+/** The shared table, sets and rules (rules flushed and rewritten whole) and the networks left alone. Pure. */
+export function renderMasqBase(networks: string[]): string[] {
   const lines = [
     `table inet ${TABLE} {`,
     `  set masq_pods4 { type ipv4_addr; }`,
@@ -34,14 +39,17 @@ export function renderMasqAdd(entries: MasqEntry[], owner: string): string {
     `  chain ${CHAIN} { type nat hook postrouting priority srcnat; policy accept; }`,
     `}`,
     `flush chain inet ${TABLE} ${CHAIN}`,
-    `add rule inet ${TABLE} ${CHAIN} ip saddr @masq_pods4 ip daddr != @masq_nets4 ip daddr != 224.0.0.0/4 masquerade comment "podnet ipMasq"`,
-    `add rule inet ${TABLE} ${CHAIN} ip6 saddr @masq_pods6 ip6 daddr != @masq_nets6 ip6 daddr != ff00::/8 masquerade comment "podnet ipMasq"`,
+    `add rule inet ${TABLE} ${CHAIN} ip saddr @masq_pods4 ip daddr != @masq_nets4 ip daddr != 224.0.0.0/4 masquerade comment "${MASQ_RULE_COMMENT}"`,
+    `add rule inet ${TABLE} ${CHAIN} ip6 saddr @masq_pods6 ip6 daddr != @masq_nets6 ip6 daddr != ff00::/8 masquerade comment "${MASQ_RULE_COMMENT}"`,
   ];
-  for (const e of entries) {
-    const s = setNames(isV6(e.ip));
-    lines.push(`add element inet ${TABLE} ${s.nets} { ${e.network} }`);
-    lines.push(`add element inet ${TABLE} ${s.pods} { ${e.ip} comment ${quote(owner)} }`);
-  }
+  for (const n of [...new Set(networks)]) lines.push(`add element inet ${TABLE} ${setNames(isV6(n)).nets} { ${n} }`);
+  return lines;
+}
+
+/** The transaction that ensures the shared table, sets and rules and adds these pods. Pure. */
+export function renderMasqAdd(entries: MasqEntry[], owner: string): string {
+  const lines = renderMasqBase(entries.map((e) => e.network));
+  for (const e of entries) lines.push(`add element inet ${TABLE} ${setNames(isV6(e.ip)).pods} { ${e.ip} comment ${quote(owner)} }`);
   return lines.join('\n') + '\n';
 }
 

@@ -5,7 +5,8 @@ import { CniError, ErrCode } from './errors.js';
 import { parseEnvFile } from '../ipam/subnetfile.js';
 import { parsePodnetConfig, type Mode as ModeName, type PodnetConfig } from './config.js';
 import { ipamClient } from './ipam-client.js';
-import { masqAdd, masqRemoveOwners, listMasqPods, type MasqEntry } from './masq.js';
+import type { MasqEntry } from './masq.js';
+import { choosePodFirewall, type PodFirewall } from './podfw/index.js';
 import { bridgeMode } from './modes/bridge.js';
 import { hostVethName, ipOnly, isV6, parseOwnerAlias } from './modes/common.js';
 import { macvlanMode, ipvlanMode, gcHostRoutes } from './modes/macvlan.js';
@@ -20,7 +21,7 @@ import { loadIpamConfig } from '../ipam/config.js';
 import { listReservations } from '../ipam/store.js';
 import { findRange } from '../ipam/allocator.js';
 import { hostportOwner, hostportOwnerPrefix, missingElements, parsePortMappings, planHostports, type PortMapping } from './hostport.js';
-import { ConntrackCli, flushAddConntrack, flushDelConntrack, hostportAdd, hostportRemoveOwners, listHostports, type ConntrackRunner } from './hostport-apply.js';
+import { ConntrackCli, flushAddConntrack, flushDelConntrack, type ConntrackRunner } from './hostport-apply.js';
 
 const MODES: Record<ModeName, Mode> = { bridge: bridgeMode, routed: routedMode, macvlan: macvlanMode, ipvlan: ipvlanMode };
 
@@ -120,6 +121,9 @@ function portMappingsLenient(cfg: PodnetConfig): PortMapping[] {
 export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: ConntrackRunner } = {}): CniPlugin {
   const deps: ModeDeps = { kernel: over.kernel ?? defaultKernel(), nft: over.nft ?? defaultNft(), host: over.host ?? { kind: 'current' } };
   const conntrack = over.conntrack ?? new ConntrackCli();
+  let podfw: PodFirewall | undefined;
+  // chosen on first use: a plugin process that only answers VERSION opens no socket
+  const fw = (): PodFirewall => (podfw ??= choosePodFirewall(deps.nft, deps.host, { injectedNft: over.nft !== undefined }));
 
   return {
     name: 'podnet',
@@ -150,15 +154,13 @@ export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: Connt
             const cluster = lease.networks.find((n) => parseCidr(n).family === own.family);
             return { ip: ipOnly(i.address), network: cluster ?? formatCidr(own) };
           });
-          await masqAdd(deps.nft, deps.host, entries, owner);
-          undo.push('remove masquerade elements', async () => void (await masqRemoveOwners(deps.nft, deps.host, new Set([owner]))));
+          await fw().masqAdd(entries, owner);
+          undo.push('remove masquerade elements', async () => void (await fw().masqRemove(owner, addrs)));
         }
         if (mappings.length) {
           const owner = hostportOwner(cfg.name, a.containerId, a.ifname);
           const plan = planHostports(mappings, addrs, owner);
-          await hostportAdd(deps.nft, deps.host, plan, () =>
-            undo.push('remove hostPort elements', async () => void (await hostportRemoveOwners(deps.nft, deps.host, (o) => o === owner))),
-          );
+          await fw().hostportAdd(plan, () => undo.push('remove hostPort elements', async () => void (await fw().hostportRemove((o) => o === owner, addrs))));
           await flushAddConntrack(conntrack, deps.host, plan.elements);
         }
         const dns = ipamRes.dns && Object.keys(ipamRes.dns).length ? ipamRes.dns : (cfg.dns as CniResult['dns']);
@@ -188,17 +190,19 @@ export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: Connt
       if (!ips.length && cfg.mode !== 'bridge' && cfg.mode !== 'routed' && cfg.hostReachable && ctx.env.netns) {
         ips = await deps.kernel.addresses(a.pod, a.ifname).then((l) => l.filter((x) => x.scope === 'global').map((x) => x.address), () => []);
       }
-      await step('IPAM release', () => ipamClient(cfg.ipamType).del(ctx));
-      await step('remove links', () => mode.del(a, deps, ips));
-      if (cfg.ipMasq) await step('remove masquerade elements', () => masqRemoveOwners(deps.nft, deps.host, new Set([masqOwner(cfg.name, a.containerId, a.ifname)])));
+      // netfilter elements first and the address last: while the address is still reserved no
+      // other pod can hold it, so the elements found under it are this attachment's own
+      if (cfg.ipMasq) await step('remove masquerade elements', () => fw().masqRemove(masqOwner(cfg.name, a.containerId, a.ifname), ips));
       // hostPort elements go whatever the config says now (a runtime may drop runtimeConfig on
       // DEL); then the UDP flows still translated to the pod: what the elements said, plus what
       // runtimeConfig and prevResult say (a retried DEL finds no elements any more)
       const hpOwner = hostportOwner(cfg.name, a.containerId, a.ifname);
-      let removed: Awaited<ReturnType<typeof hostportRemoveOwners>> = { elements: [], hairpin: [] };
-      await step('remove hostPort elements', async () => void (removed = await hostportRemoveOwners(deps.nft, deps.host, (o) => o === hpOwner)));
+      let removed: Awaited<ReturnType<PodFirewall['hostportRemove']>> = { elements: [], hairpin: [] };
+      await step('remove hostPort elements', async () => void (removed = await fw().hostportRemove((o) => o === hpOwner, ips)));
       const targets = [...removed.elements, ...portMappingsLenient(cfg).flatMap((m) => ips.map((ip) => ({ protocol: m.protocol, podIP: ip, containerPort: m.containerPort })))];
       if (targets.length) await step('flush hostPort UDP conntrack', () => flushDelConntrack(conntrack, deps.host, targets));
+      await step('remove links', () => mode.del(a, deps, ips));
+      await step('IPAM release', () => ipamClient(cfg.ipamType).del(ctx));
       if (errors.length) throw errors[0];
     },
 
@@ -210,14 +214,14 @@ export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: Connt
       await MODES[cfg.mode].check(a, deps, ctx.prevResult);
       if (cfg.ipMasq) {
         const owner = masqOwner(cfg.name, a.containerId, a.ifname);
-        const present = await listMasqPods(deps.nft, deps.host);
+        const present = await fw().masqList();
         if (!present.some((p) => p.owner === owner)) throw new CniError(ErrCode.CheckFailed, `masquerade elements for ${a.containerId}/${a.ifname} are missing from table inet podnet`);
       }
       const mappings = portMappings(cfg);
       if (mappings.length) {
         const addrs = (ctx.prevResult.ips ?? []).map((i) => ipOnly(i.address));
         const plan = planHostports(mappings, addrs, hostportOwner(cfg.name, a.containerId, a.ifname));
-        const missing = missingElements(plan, await listHostports(deps.nft, deps.host));
+        const missing = missingElements(plan, await fw().hostportList());
         if (missing.length) throw new CniError(ErrCode.CheckFailed, `hostPort entries for ${a.containerId}/${a.ifname} missing from table inet podnet-hostport: ${missing.join(', ')}`);
       }
     },
@@ -276,9 +280,9 @@ export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: Connt
       if (cfg.ipMasq) {
         try {
           const validOwners = new Set(valid.map((v) => masqOwner(cfg.name, v.containerID, v.ifname)));
-          const present = await listMasqPods(deps.nft, deps.host);
+          const present = await fw().masqList();
           const doomed = new Set(present.map((p) => p.owner ?? '').filter((o) => o.startsWith(`${cfg.name}:`) && !validOwners.has(o)));
-          await masqRemoveOwners(deps.nft, deps.host, doomed);
+          await fw().masqRemoveOwners(doomed);
         } catch (e) {
           errors.push(`masquerade: ${(e as Error).message}`);
         }
@@ -287,7 +291,7 @@ export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: Connt
         // hostPort elements of this network's vanished attachments (whatever ipMasq or the mode)
         const validOwners = new Set(valid.map((v) => hostportOwner(cfg.name, v.containerID, v.ifname)));
         const prefix = hostportOwnerPrefix(cfg.name);
-        const removed = await hostportRemoveOwners(deps.nft, deps.host, (o) => o.startsWith(prefix) && !validOwners.has(o));
+        const removed = await fw().hostportRemove((o) => o.startsWith(prefix) && !validOwners.has(o));
         await flushDelConntrack(conntrack, deps.host, removed.elements);
         ctx.log.info('GC removed stale hostPort elements', { count: removed.elements.length + removed.hairpin.length });
       } catch (e) {

@@ -548,7 +548,7 @@ export function opOfError(msg: BatchMsg, offset?: number): { opIndex: number; ex
   return { opIndex: msg.ops[0], exact: msg.ops.length === 1 };
 }
 
-function kernelBefore(major: number, minor: number): boolean {
+export function kernelBefore(major: number, minor: number): boolean {
   const m = /^(\d+)\.(\d+)/.exec(release());
   return !!m && (Number(m[1]) < major || (Number(m[1]) === major && Number(m[2]) < minor));
 }
@@ -568,7 +568,8 @@ function sockaddrNl(): Buffer {
 }
 const KERNEL = sockaddrNl();
 
-function openNfnl(recvTimeoutSec: number): number {
+/** A bound NETLINK_NETFILTER socket in the current netns, with extended acks and a receive timeout. */
+export function openNfnl(recvTimeoutSec: number): number {
   const c = loadLibc();
   const fd = c.socket(C.AF_NETLINK, C.SOCK_RAW | C.SOCK_CLOEXEC, N.NETLINK_NETFILTER);
   if (fd < 0) throw new NftNetlinkError('socket(AF_NETLINK, NETLINK_NETFILTER)', loadKoffi().errno());
