@@ -63,10 +63,10 @@ export class CniHarness {
     return `/run/netns/${ns}`;
   }
 
-  async startAgent(): Promise<void> {
+  async startAgent(opts: { env?: Record<string, string> } = {}): Promise<void> {
     this.agent = spawn('ip', ['netns', 'exec', this.nodeNs, process.execPath, join(ROOT, 'dist/podnet.mjs'), 'agent', '--socket', this.sock, '--log-level', 'warn'], {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, PODNET_CNI_LOG: this.logFile },
+      env: { ...process.env, PODNET_CNI_LOG: this.logFile, ...opts.env },
     });
     this.agent.stderr?.on('data', (d) => process.stderr.write(`[agent] ${d}`));
     for (let i = 0; i < 200 && !existsSync(this.sock); i++) await new Promise((r) => setTimeout(r, 25));
