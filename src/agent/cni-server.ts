@@ -29,7 +29,11 @@ export async function startCniServer(opts: { socket: string; log: Logger; cniLog
   const stats = { requests: 0, failures: 0, inFlight: 0 };
   const server = createServer({ allowHalfOpen: true }, (conn) => {
     const chunks: Buffer[] = [];
-    conn.on('data', (c: Buffer) => chunks.push(c));
+    let firstByte: bigint | undefined;
+    conn.on('data', (c: Buffer) => {
+      firstByte ??= process.hrtime.bigint();
+      chunks.push(c);
+    });
     conn.on('error', (e) => log.warn('client connection error', { error: e.message }));
     conn.on('end', () => {
       stats.requests++;
@@ -37,9 +41,13 @@ export async function startCniServer(opts: { socket: string; log: Logger; cniLog
       void (async () => {
         let out: Buffer;
         try {
+          const t0 = process.hrtime.bigint();
           const req = decodeRequest(Buffer.concat(chunks));
           const which = req.env.PODNET_PLUGIN || 'podnet';
-          const res = await runCni(which, req, opts.cniLog ?? log);
+          const ms = (a: bigint, b: bigint): number => Number(b - a) / 1e6;
+          // the profile of a request: from the request's first byte to its end, then its decoding
+          const steps = { 'socket-read': firstByte === undefined ? 0 : ms(firstByte, t0), decode: ms(t0, process.hrtime.bigint()) };
+          const res = await runCni(which, req, opts.cniLog ?? log, steps);
           if (res.exitCode !== 0) stats.failures++;
           out = encodeResponse(res);
         } catch (e) {

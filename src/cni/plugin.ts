@@ -12,7 +12,7 @@ import { hostVethName, ipOnly, isV6, parseOwnerAlias } from './modes/common.js';
 import { macvlanMode, ipvlanMode, gcHostRoutes } from './modes/macvlan.js';
 import { routedMode } from './modes/routed.js';
 import type { Attachment, Mode, ModeDeps } from './modes/mode.js';
-import type { CniContext, CniPlugin } from './skel.js';
+import { timed, type CniContext, type CniPlugin } from './skel.js';
 import type { Attachment as GcAttachment, CniResult } from './types.js';
 import { UndoStack } from './undo.js';
 import { defaultKernel, defaultNft } from '../kernel/index.js';
@@ -139,14 +139,14 @@ export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: Connt
       const ipam = ipamClient(cfg.ipamType);
       const undo = new UndoStack();
       try {
-        const ipamRes = await ipam.add(ctx);
+        const ipamRes = await timed(ctx, 'ipam', () => ipam.add(ctx));
         undo.push('release IPAM allocation', () => ipam.del(ctx));
         const ips = ipamRes.ips ?? [];
         if (!ips.length) throw new CniError(ErrCode.InvalidConfig, `IPAM plugin ${cfg.ipamType} returned no IP addresses`);
-        const res = await mode.add({ ...a, ips, routes: ipamRes.routes ?? [] }, deps, undo);
+        const res = await timed(ctx, 'netlink', () => mode.add({ ...a, ips, routes: ipamRes.routes ?? [] }, deps, undo));
         const addrs = ips.map((i) => ipOnly(i.address));
         // hostPort traffic is forwarded to the pod whatever the mode
-        if (cfg.mode === 'routed' || (cfg.mode === 'bridge' && cfg.isGateway) || mappings.length) await ensureForwarding(deps, addrs);
+        if (cfg.mode === 'routed' || (cfg.mode === 'bridge' && cfg.isGateway) || mappings.length) await timed(ctx, 'sysctl', () => ensureForwarding(deps, addrs));
         if (cfg.ipMasq) {
           const owner = masqOwner(cfg.name, a.containerId, a.ifname);
           const entries: MasqEntry[] = ips.map((i) => {
@@ -154,14 +154,14 @@ export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: Connt
             const cluster = lease.networks.find((n) => parseCidr(n).family === own.family);
             return { ip: ipOnly(i.address), network: cluster ?? formatCidr(own) };
           });
-          await fw().masqAdd(entries, owner);
+          await timed(ctx, 'nft-masq', () => fw().masqAdd(entries, owner));
           undo.push('remove masquerade elements', async () => void (await fw().masqRemove(owner, addrs)));
         }
         if (mappings.length) {
           const owner = hostportOwner(cfg.name, a.containerId, a.ifname);
           const plan = planHostports(mappings, addrs, owner);
-          await fw().hostportAdd(plan, () => undo.push('remove hostPort elements', async () => void (await fw().hostportRemove((o) => o === owner, addrs))));
-          await flushAddConntrack(conntrack, deps.host, plan.elements);
+          await timed(ctx, 'nft-hostport', () => fw().hostportAdd(plan, () => undo.push('remove hostPort elements', async () => void (await fw().hostportRemove((o) => o === owner, addrs)))));
+          await timed(ctx, 'conntrack', () => flushAddConntrack(conntrack, deps.host, plan.elements));
         }
         const dns = ipamRes.dns && Object.keys(ipamRes.dns).length ? ipamRes.dns : (cfg.dns as CniResult['dns']);
         if (dns) res.dns = dns;
@@ -178,9 +178,9 @@ export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: Connt
       const mode = MODES[cfg.mode];
       const a = attachment(ctx, cfg);
       const errors: Error[] = [];
-      const step = async (what: string, fn: () => Promise<unknown>) => {
+      const step = async (what: string, fn: () => Promise<unknown>, profileAs: string) => {
         try {
-          await fn();
+          await timed(ctx, profileAs, fn);
         } catch (e) {
           ctx.log.warn('DEL step failed', { step: what, error: (e as Error).message });
           errors.push(e as Error);
@@ -192,17 +192,17 @@ export function createPodnetPlugin(over: Partial<ModeDeps> & { conntrack?: Connt
       }
       // netfilter elements first and the address last: while the address is still reserved no
       // other pod can hold it, so the elements found under it are this attachment's own
-      if (cfg.ipMasq) await step('remove masquerade elements', () => fw().masqRemove(masqOwner(cfg.name, a.containerId, a.ifname), ips));
+      if (cfg.ipMasq) await step('remove masquerade elements', () => fw().masqRemove(masqOwner(cfg.name, a.containerId, a.ifname), ips), 'nft-masq');
       // hostPort elements go whatever the config says now (a runtime may drop runtimeConfig on
       // DEL); then the UDP flows still translated to the pod: what the elements said, plus what
       // runtimeConfig and prevResult say (a retried DEL finds no elements any more)
       const hpOwner = hostportOwner(cfg.name, a.containerId, a.ifname);
       let removed: Awaited<ReturnType<PodFirewall['hostportRemove']>> = { elements: [], hairpin: [] };
-      await step('remove hostPort elements', async () => void (removed = await fw().hostportRemove((o) => o === hpOwner, ips)));
+      await step('remove hostPort elements', async () => void (removed = await fw().hostportRemove((o) => o === hpOwner, ips)), 'nft-hostport');
       const targets = [...removed.elements, ...portMappingsLenient(cfg).flatMap((m) => ips.map((ip) => ({ protocol: m.protocol, podIP: ip, containerPort: m.containerPort })))];
-      if (targets.length) await step('flush hostPort UDP conntrack', () => flushDelConntrack(conntrack, deps.host, targets));
-      await step('remove links', () => mode.del(a, deps, ips));
-      await step('IPAM release', () => ipamClient(cfg.ipamType).del(ctx));
+      if (targets.length) await step('flush hostPort UDP conntrack', () => flushDelConntrack(conntrack, deps.host, targets), 'conntrack');
+      await step('remove links', () => mode.del(a, deps, ips), 'netlink');
+      await step('IPAM release', () => ipamClient(cfg.ipamType).del(ctx), 'ipam');
       if (errors.length) throw errors[0];
     },
 

@@ -20,6 +20,7 @@ export function pluginFor(name: string): CniPlugin {
   return podnet;
 }
 
-export async function runCni(which: string, req: CniRequest, log: Logger = cniLogger()): Promise<CniResponse> {
-  return dispatch(pluginFor(which), req, log);
+/** `steps`: time already spent on this request (the agent's socket read and decode), logged with the plugin's own steps. */
+export async function runCni(which: string, req: CniRequest, log: Logger = cniLogger(), steps?: Record<string, number>): Promise<CniResponse> {
+  return dispatch(pluginFor(which), req, log, steps);
 }

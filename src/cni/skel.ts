@@ -14,7 +14,21 @@ export interface CniContext {
   prevResult?: CniResult;
   stdin: string;
   log: Logger;
+  /** milliseconds spent per step of this request (the done log line carries them: the profile) */
+  steps?: Record<string, number>;
 }
+
+/** Runs one step of a request and adds its duration to ctx.steps under `name`. */
+export async function timed<T>(ctx: Pick<CniContext, 'steps'>, name: string, fn: () => Promise<T>): Promise<T> {
+  const t0 = process.hrtime.bigint();
+  try {
+    return await fn();
+  } finally {
+    if (ctx.steps) ctx.steps[name] = (ctx.steps[name] ?? 0) + Number(process.hrtime.bigint() - t0) / 1e6;
+  }
+}
+
+const round = (steps: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, Math.round(v * 1000) / 1000]));
 
 export interface CniPlugin {
   readonly name: string;
@@ -46,8 +60,9 @@ export function decodeConfig(stdin: string): Record<string, unknown> {
   return conf as Record<string, unknown>;
 }
 
-export async function dispatch(plugin: CniPlugin, req: CniRequest, log: Logger = nullLogger): Promise<CniResponse> {
+export async function dispatch(plugin: CniPlugin, req: CniRequest, log: Logger = nullLogger, steps: Record<string, number> = {}): Promise<CniResponse> {
   let version = CURRENT_VERSION;
+  const begun = process.hrtime.bigint();
   try {
     const command = parseCommand(req.env);
     if (command === 'VERSION') return ok(JSON.stringify(versionInfo()) + '\n');
@@ -65,12 +80,13 @@ export async function dispatch(plugin: CniPlugin, req: CniRequest, log: Logger =
     }
     let prevResult: CniResult | undefined;
     if (conf.prevResult !== undefined && conf.prevResult !== null) prevResult = parseResult(conf.prevResult, version);
-    const ctx: CniContext = { env, conf, cniVersion: version, prevResult, stdin: req.stdin, log: log.child({ cmd: command, containerID: env.containerId, ifname: env.ifname, plugin: plugin.name }) };
+    const ctx: CniContext = { env, conf, cniVersion: version, prevResult, stdin: req.stdin, steps, log: log.child({ cmd: command, containerID: env.containerId, ifname: env.ifname, plugin: plugin.name }) };
     const started = process.hrtime.bigint();
+    steps.parse = Number(started - begun) / 1e6;
     switch (command) {
       case 'ADD': {
         const result = await plugin.add(ctx);
-        ctx.log.info('ADD done', { ms: Number(process.hrtime.bigint() - started) / 1e6 });
+        ctx.log.info('ADD done', { ms: Number(process.hrtime.bigint() - started) / 1e6, steps: round(ctx.steps!) });
         return ok(JSON.stringify(convertResult(result, version)) + '\n');
       }
       case 'DEL':
@@ -86,7 +102,7 @@ export async function dispatch(plugin: CniPlugin, req: CniRequest, log: Logger =
         await plugin.gc(ctx);
         break;
     }
-    ctx.log.info(`${command} done`, { ms: Number(process.hrtime.bigint() - started) / 1e6 });
+    ctx.log.info(`${command} done`, { ms: Number(process.hrtime.bigint() - started) / 1e6, steps: round(ctx.steps!) });
     return ok('');
   } catch (e) {
     const err = asCniError(e);
