@@ -405,6 +405,7 @@ async function inner(): Promise<void> {
   }
   installCni({ binDir, socket: sock }, [...SUPPORTED_VERSIONS]);
   for (const p of REF_PLUGINS) copyFileSync(`/usr/lib/cni/${p}`, join(binDir, p));
+  copyFileSync('/bin/true', join(binDir, 'bench-true'));
   await startAgent();
   const iptVersion = sh('iptables', ['--version']).trim();
   const load0 = loadavg()[0];
@@ -433,6 +434,11 @@ async function inner(): Promise<void> {
         }
       }
     }
+    for (let i = 0; i < 20; i++) {
+      const t0 = performance.now();
+      await exec('bench-true', baseEnv(REF, 'VERSION', 'version', ''), '');
+      (versions['exec'] ??= []).push(performance.now() - t0);
+    }
   }
   const load1 = loadavg()[0];
 
@@ -441,6 +447,8 @@ async function inner(): Promise<void> {
   const client = readFileSync(join(binDir, 'podnet')).subarray(0, 4).toString('latin1') === '\x7fELF' ? 'the compiled client (dist/podnet-cni-client)' : 'the shell client (sh + socat; no compiled client in dist/)';
   console.log(`podnet's executable: ${client}; agent: dist/podnet.mjs`);
   console.log(`machine: ${cpus().length} CPUs, 1-min load ${load0.toFixed(2)} at start, ${load1.toFixed(2)} at end`);
+  const e = stats(versions['exec']);
+  console.log(`harness: one exec of an empty program (/bin/true) costs min ${e.min.toFixed(1)} / median ${e.med.toFixed(1)} ms here; every plugin execution includes it (twice per pod for bridge → portmap)`);
   for (const v of VARIANTS) {
     console.log(`\n### ${v === 'plain' ? 'plain (no hostPorts)' : `hostPort (portMappings capability: one hostPort per pod; reference = bridge then portmap, timed as the whole chain)`}\n`);
     const rows: string[][] = [['plugin', 'op', 'workers', 'n', 'min ms', 'median ms', 'p95 ms', 'pods/s', 'median / ref', 'pods/s / ref']];
