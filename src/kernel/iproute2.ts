@@ -1,7 +1,7 @@
 // KernelAdapter over the iproute2 CLI. Reads use `ip -json`; changes are batched into one
 // `ip -batch -` (or `bridge -batch -`) spawn per consecutive run of ops for the same tool.
 import { readFileSync } from 'node:fs';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import type { Address, FdbEntry, KernelAdapter, KernelOp, Link, LinkKind, Neighbour, NetnsRef, Route } from './types.js';
 import { KernelError, classifyKernelMessage, cleanStderr, run, spawnCapture } from './exec.js';
 import { describeNetns, iprouteArgv, netnsFile, nsExecArgv, validateIfName, validateNetns } from './netns.js';
