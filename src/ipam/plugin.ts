@@ -8,7 +8,7 @@ import { LockTimeoutError } from '../util/lock.js';
 import { allocate, freeCount, type Allocation } from './allocator.js';
 import { describeRangeSet, loadIpamConfig, loadStoreConfig, type IpamConfig } from './config.js';
 import { readResolvConf } from './resolv.js';
-import { belongsTo, IpamStore, type Reservation } from './store.js';
+import { IpamStore, ReservedConcurrentlyError, reservedAddresses, type Reservation } from './store.js';
 
 function openStore(dir: string): IpamStore {
   return new IpamStore(dir);
@@ -52,34 +52,26 @@ export async function ipamAdd(ctx: CniContext): Promise<CniResult> {
   const id = ctx.env.containerId;
   const ifname = ctx.env.ifname;
   const store = openStore(cfg.storeDir);
-  const allocs = await io('IPAM ADD', () =>
-    store.locked((s) => {
-      const reservedList = s.list();
-      const owned = ipsOf(reservedList.filter((r) => belongsTo(r, id, ifname)));
-      const chosen = allocate({
-        rangeSets: cfg.rangeSets,
-        reserved: new Set(reservedList.map((r) => r.ip)),
-        lastReserved: cfg.rangeSets.map((_, i) => s.lastReserved(i)),
-        requested: cfg.requested,
-        owned,
+  // one member of the store's group commit: concurrent ADDs in this process share a locked
+  // section and its flushes; each sees the addresses the members before it took
+  const allocs = await io('IPAM ADD', async () => {
+    try {
+      return await store.transact(id, ifname, (view) => {
+        const chosen = allocate({
+          rangeSets: cfg.rangeSets,
+          reserved: view.reserved,
+          lastReserved: cfg.rangeSets.map((_, i) => view.lastReserved(i)),
+          requested: cfg.requested,
+          owned: ipsOf(view.owned(id, ifname)),
+        });
+        return { reserve: chosen.filter((a) => a.isNew).map((a) => ({ ip: a.ip, rangeSetIndex: a.rangeSetIndex })), value: chosen };
       });
-      const done: Allocation[] = [];
-      try {
-        for (const a of chosen) {
-          if (!a.isNew) continue;
-          if (!s.reserve(a.ip, id, ifname, a.rangeSetIndex)) {
-            // the allocator saw it free a moment ago under this same lock: a foreign writer ignores the lock
-            throw new CniError(ErrCode.TryAgainLater, `IPAM ADD: ${formatIP(a.ip)} was reserved concurrently by a writer that does not hold ${cfg.storeDir}/lock`);
-          }
-          done.push(a);
-        }
-      } catch (e) {
-        for (const a of done) s.releaseIP(formatIP(a.ip));
-        throw e;
-      }
-      return chosen;
-    }),
-  );
+    } catch (e) {
+      // the allocator saw it free under this same lock: a foreign writer ignores the lock
+      if (e instanceof ReservedConcurrentlyError) throw new CniError(ErrCode.TryAgainLater, `IPAM ADD: ${e.message}`);
+      throw e;
+    }
+  });
   ctx.log.info('IPAM reserved', { ips: allocs.map((a) => formatIP(a.ip)), reused: allocs.filter((a) => !a.isNew).length });
   return buildResult(ctx, cfg, allocs);
 }
@@ -128,7 +120,8 @@ export async function ipamStatus(ctx: CniContext): Promise<void> {
     if (e instanceof CniError && e.code === ErrCode.TryAgainLater) throw new CniError(ErrCode.NotAvailable, e.message);
     throw e;
   }
-  const reserved = new Set(await io('IPAM STATUS', async () => openStore(cfg.storeDir).list().map((r) => r.ip)));
+  // names alone tell what is reserved: no file needs reading
+  const reserved = await io('IPAM STATUS', async () => reservedAddresses(cfg.storeDir));
   for (const set of cfg.rangeSets) {
     if (freeCount(set, reserved) <= 0n) {
       throw new CniError(ErrCode.NotAvailable, `no IP addresses available in range set ${describeRangeSet(set)}`);
