@@ -44,6 +44,29 @@ function ipsOf(rs: Reservation[]): IP[] {
 }
 
 /**
+ * ADD's store work: one member of the store's group commit, so concurrent ADDs in this process
+ * share a locked section and its flushes, each seeing the addresses the members before it took.
+ */
+export async function reserveFor(store: IpamStore, cfg: IpamConfig, id: string, ifname: string): Promise<Allocation[]> {
+  try {
+    return await store.transact(id, ifname, (view) => {
+      const chosen = allocate({
+        rangeSets: cfg.rangeSets,
+        reserved: view.reserved,
+        lastReserved: cfg.rangeSets.map((_, i) => view.lastReserved(i)),
+        requested: cfg.requested,
+        owned: ipsOf(view.owned(id, ifname)),
+      });
+      return { reserve: chosen.filter((a) => a.isNew).map((a) => ({ ip: a.ip, rangeSetIndex: a.rangeSetIndex })), value: chosen };
+    });
+  } catch (e) {
+    // the allocator saw it free under this same lock: a foreign writer ignores the lock
+    if (e instanceof ReservedConcurrentlyError) throw new CniError(ErrCode.TryAgainLater, `IPAM ADD: ${e.message}`);
+    throw e;
+  }
+}
+
+/**
  * Allocates one address per range set for (containerID, ifname), or returns the ones it
  * already holds, so a repeated ADD is harmless.
  */
@@ -51,27 +74,7 @@ export async function ipamAdd(ctx: CniContext): Promise<CniResult> {
   const cfg = loadIpamConfig(ctx.conf, ctx.env.args);
   const id = ctx.env.containerId;
   const ifname = ctx.env.ifname;
-  const store = openStore(cfg.storeDir);
-  // one member of the store's group commit: concurrent ADDs in this process share a locked
-  // section and its flushes; each sees the addresses the members before it took
-  const allocs = await io('IPAM ADD', async () => {
-    try {
-      return await store.transact(id, ifname, (view) => {
-        const chosen = allocate({
-          rangeSets: cfg.rangeSets,
-          reserved: view.reserved,
-          lastReserved: cfg.rangeSets.map((_, i) => view.lastReserved(i)),
-          requested: cfg.requested,
-          owned: ipsOf(view.owned(id, ifname)),
-        });
-        return { reserve: chosen.filter((a) => a.isNew).map((a) => ({ ip: a.ip, rangeSetIndex: a.rangeSetIndex })), value: chosen };
-      });
-    } catch (e) {
-      // the allocator saw it free under this same lock: a foreign writer ignores the lock
-      if (e instanceof ReservedConcurrentlyError) throw new CniError(ErrCode.TryAgainLater, `IPAM ADD: ${e.message}`);
-      throw e;
-    }
-  });
+  const allocs = await io('IPAM ADD', () => reserveFor(openStore(cfg.storeDir), cfg, id, ifname));
   ctx.log.info('IPAM reserved', { ips: allocs.map((a) => formatIP(a.ip)), reused: allocs.filter((a) => !a.isNew).length });
   return buildResult(ctx, cfg, allocs);
 }
