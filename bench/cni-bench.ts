@@ -40,6 +40,7 @@ function argNum(flag: string, dflt: number): number {
 const PODS = argNum('--pods', 100);
 const ROUNDS = Math.max(1, argNum('--rounds', 3));
 const WORKERS = argNum('--workers', 4);
+const WORKER_COUNTS = [...new Set([1, WORKERS])];
 const VERSION_RUNS = argNum('--version-runs', 50);
 const STANDALONE = !process.argv.includes('--no-standalone');
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -420,7 +421,7 @@ async function inner(): Promise<void> {
       const contenders = CONTENDERS.filter((c) => c.variants.includes(v));
       const order = (r + vi) % 2 === 0 ? contenders : [...contenders].reverse();
       for (const c of order) {
-        for (const workers of [1, WORKERS]) {
+        for (const workers of WORKER_COUNTS) {
           process.stderr.write(`  round ${r + 1}/${ROUNDS}: ${v}, ${label(c, v)}, ${workers} worker${workers > 1 ? 's' : ''}\n`);
           await addDel(c, v, workers, `${v}, ${workers} worker${workers > 1 ? 's' : ''}, round ${r + 1}`);
         }
@@ -452,7 +453,7 @@ async function inner(): Promise<void> {
   for (const v of VARIANTS) {
     console.log(`\n### ${v === 'plain' ? 'plain (no hostPorts)' : `hostPort (portMappings capability: one hostPort per pod; reference = bridge then portmap, timed as the whole chain)`}\n`);
     const rows: string[][] = [['plugin', 'op', 'workers', 'n', 'min ms', 'median ms', 'p95 ms', 'pods/s', 'median / ref', 'pods/s / ref']];
-    for (const workers of [1, WORKERS]) {
+    for (const workers of WORKER_COUNTS) {
       for (const op of ['ADD', 'DEL']) {
         const ref = samples[key(v, REF, op, workers)];
         const refRate = median(rates[key(v, REF, op, workers)]);
@@ -483,7 +484,7 @@ async function inner(): Promise<void> {
   for (const v of VARIANTS) {
     const what = v === 'plain' ? 'without hostPorts' : 'with hostPorts';
     for (const op of ['ADD', 'DEL']) {
-      for (const workers of [1, WORKERS]) {
+      for (const workers of WORKER_COUNTS) {
         const ratio = median(samples[key(v, PODNET_AGENT, op, workers)]) / median(samples[key(v, REF, op, workers)]);
         const ok = ratio <= 0.5;
         if (!ok) missed++;
