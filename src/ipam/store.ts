@@ -17,7 +17,8 @@
 // requested IP taken, EEXIST from a writer that ignores the lock) fails alone; an I/O failure
 // fails every member of the batch and unlinks the final names it had created for them. A
 // second request of the same container in one batch waits for the next batch, so it sees the
-// first one's result on disk instead of choosing again.
+// first one's result on disk instead of choosing again. Releases (DEL) are members too: their
+// unlinks share the batch's directory fsync. GC and the readers (CHECK, STATUS) stay unbatched.
 import {
   closeSync,
   existsSync,
