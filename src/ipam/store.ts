@@ -108,18 +108,23 @@ function rmQuiet(path: string): void {
 
 // ---------------------------------------------------------------------------------------------
 // The flush. Measured on this project's 2-core Debian 12 VM (ext4 on virtio, write cache on),
-// 8 small files, medians of 40-80 rounds on a busy machine: fsync of each in turn 3.3-7.4 ms;
-// fdatasync of each in turn 3.6-8.1 ms; fdatasync of each issued concurrently on libuv's pool
-// 2.4-3.8 ms; sync_file_range(WRITE) on all, then concurrent fdatasync 2.0-2.1 ms; one syncfs(2)
-// 0.8-2.4 ms (1 file: all 0.4-0.7 ms). syncfs is cheapest on an idle disk but flushes every
-// dirty page of the filesystem: with 64 MiB of someone else's unwritten data it took 33-63 ms
-// against 10-24 ms for the per-file flush, so its cost belongs to whatever else the node writes.
-// sync_file_range alone is not durable (no metadata, no cache flush) and one fsync covering the
-// other files' metadata is an ext4 journal detail that XFS does not share. So: every temp file
-// gets its own fdatasync (its data and size, which is all a later link needs; the name comes from
-// the link and the directory fsync), issued concurrently so the journal commits them together,
-// after a sync_file_range(SYNC_FILE_RANGE_WRITE) on each that puts all the data writes in flight
-// at once (a hint: skipped when koffi cannot load, correctness does not depend on it).
+// medians of 80 rounds, idle machine (busy machine, load 3-13, in brackets), for 1 | 8 files:
+//   fsync of each in turn                               0.56 | 4.05 ms   [3.3-7.4]
+//   fdatasync of each in turn                           0.58 | 4.32 ms   [3.6-8.1]
+//   fdatasync of each, issued concurrently (libuv pool) 0.79 | 2.42 ms   [2.4-3.8]
+//   sync_file_range(WRITE) on all, fdatasync in turn    0.58 | 1.69 ms   [2.0-4.9]
+//   sync_file_range(WRITE) on all, fdatasync concurrent 0.66 | 1.85 ms   [2.1]
+//   one syncfs(2) through koffi                         0.68 | 0.93 ms   [0.8-2.4]
+// syncfs is cheapest on an idle disk but flushes every dirty page of the filesystem: with 64 MiB
+// of someone else's unwritten data it took 33-63 ms against 10-24 ms for the per-file flush, so
+// its cost belongs to whatever else the node writes. sync_file_range alone is not durable (no
+// metadata, no cache flush), and one fsync covering the other files' metadata is an ext4 journal
+// detail that XFS does not share. So: every temp file gets its own fdatasync (its data and size,
+// which is all a later link needs; the name comes from the link and the directory fsync), after
+// a sync_file_range(SYNC_FILE_RANGE_WRITE) on each that puts all the data writes in flight at
+// once, so the first fdatasync's journal commit covers the others (a hint: skipped when koffi
+// cannot load, correctness does not depend on it). The fdatasyncs go concurrently to the libuv
+// pool: as cheap as in turn here, and the event loop keeps serving (and queueing the next batch).
 const SYNC_FILE_RANGE_WRITE = 2;
 type SfrFn = (fd: number, off: number, n: number, flags: number) => number;
 let sfrFn: SfrFn | null | undefined;
