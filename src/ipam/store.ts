@@ -189,15 +189,15 @@ function readReservation(dir: string, name: string, ip: IP): Reservation | undef
 }
 
 interface Scan {
-  /** canonical address → its reservation (content as last read) */
-  byIP: Map<string, Reservation>;
+  /** file name → its reservation (content as last read); two spellings of one address are two files */
+  byFile: Map<string, Reservation>;
 }
 
 /** Under the lock: removes dead writers' temp files and lists every reservation. */
 function scanLocked(dir: string): Scan {
   const cache = knownFor(dir);
   const seen = new Set<string>();
-  const byIP = new Map<string, Reservation>();
+  const byFile = new Map<string, Reservation>();
   for (const name of readdirSync(dir)) {
     if (name.startsWith(TMP_PREFIX)) {
       rmQuiet(join(dir, name));
@@ -218,10 +218,10 @@ function scanLocked(dir: string): Scan {
       }
       cache.set(name, (k = { key, r }));
     }
-    byIP.set(k.r.ip, k.r);
+    byFile.set(name, k.r);
   }
   for (const name of cache.keys()) if (!seen.has(name)) cache.delete(name);
-  return { byIP };
+  return { byFile };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ class View implements BatchView {
     private readonly dir: string,
     private readonly scan: Scan,
   ) {
-    this.reserved = new Set(scan.byIP.keys());
+    this.reserved = new Set([...scan.byFile.values()].map((r) => r.ip));
   }
 
   lastReserved(i: number): IP | undefined {
@@ -314,7 +314,7 @@ class View implements BatchView {
 
   owned(containerID: string, ifname: string): Reservation[] {
     const out: Reservation[] = [];
-    for (const r of this.scan.byIP.values()) {
+    for (const r of this.scan.byFile.values()) {
       if (!belongsTo(r, containerID, ifname)) continue;
       const ip = tryParseIP(r.file);
       const fresh = ip && readReservation(this.dir, r.file, ip);

@@ -223,4 +223,8 @@ test('ownership comes from the file as it is now, not from what this process rea
   assert.deepEqual((await store.releaseByID('aaaa', 'eth0')).map((r) => r.ip), [], 'DEL of aaaa must not remove cccc');
   assert.ok(existsSync(join(dir, '10.27.0.3')));
   assert.deepEqual((await store.releaseByID('cccc', 'eth0')).map((r) => r.ip), ['10.27.0.3']);
+  // two spellings of one address written by foreign tools are two files, both released
+  writeFileSync(join(dir, 'fd00::7'), 'dddd\r\neth0');
+  writeFileSync(join(dir, 'FD00::7'), 'dddd\r\neth0');
+  assert.deepEqual((await store.releaseByID('dddd', 'eth0')).map((r) => r.file).sort(), ['FD00::7', 'fd00::7']);
 });
