@@ -369,6 +369,37 @@ export class NetlinkAdapter implements KernelAdapter {
     }
   }
 
+  async deleteLinksTogether(ns: NetnsRef, names: string[]): Promise<void> {
+    validateNetns(ns);
+    for (const n of names) validateIfName(n);
+    if (!names.length) return;
+    const sock = this.socketFor(ns);
+    if (names.length === 1) {
+      await this.apply(ns, [{ op: 'link-del', name: names[0], ignoreMissing: true }]);
+      return;
+    }
+    // a group of our own for this deletion: random in [2^30, 2^31), far from the small numbers
+    // administrators name in /etc/iproute2/group
+    const group = 0x40000000 + Math.floor(Math.random() * 0x3fffffff);
+    let tagged = 0;
+    for (const name of names) {
+      try {
+        this.send(sock, ['netlink', 'RTM_NEWLINK', name, 'group', String(group)], (s) => M.setLinkGroup(s, { name, group }));
+        tagged++;
+      } catch (e) {
+        if (!(e instanceof NlFail) || e.errno !== E.ENODEV) throw e;
+      }
+    }
+    if (!tagged) return;
+    try {
+      this.send(sock, ['netlink', 'RTM_DELLINK', 'group', String(group)], (s) => M.delLinkGroup(s, group));
+    } catch (e) {
+      if (!(e instanceof NlFail)) throw e;
+      // one by one, then (the group delete refuses a group with a link it cannot delete)
+      await this.apply(ns, names.map((name) => ({ op: 'link-del', name, ignoreMissing: true }) as KernelOp));
+    }
+  }
+
   /** ops[start..end) through iproute2 in one batch; its errors renumbered to this plan's op indexes. */
   private async applyFallback(ns: NetnsRef, ops: KernelOp[], start: number, end: number): Promise<void> {
     try {

@@ -140,6 +140,12 @@ export interface KernelAdapter {
    * succeed when the object is already gone.
    */
   apply(ns: NetnsRef, ops: KernelOp[]): Promise<void>;
+  /**
+   * Deletes these links (missing ones are skipped) in ONE kernel unregister, where the adapter can:
+   * each unregister waits for RCU grace periods (~15-20 ms here) under the rtnl lock, so links
+   * deleted one by one queue behind each other while links deleted together share one wait.
+   */
+  deleteLinksTogether?(ns: NetnsRef, names: string[]): Promise<void>;
   sysctlGet(ns: NetnsRef, key: string): Promise<string>;
   /** sets several sysctls in one go; keys in dotted form (net.ipv4.ip_forward) */
   sysctlSet(ns: NetnsRef, values: Record<string, string>): Promise<void>;

@@ -58,6 +58,24 @@ describe('kernel adapter (netlink)', () => {
     assert.ok(defaultKernel() instanceof NetlinkAdapter);
   });
 
+  it('deletes links together in one group deletion: missing names skipped, links of other groups and untagged ones untouched', async () => {
+    const C = fx.add('ng');
+    const D = fx.add('nh');
+    for (let i = 0; i < 4; i++) sh('ip', ['-n', C, 'link', 'add', `dl${i}`, 'type', 'veth', 'peer', 'name', `pe${i}`, 'netns', D]);
+    sh('ip', ['-n', C, 'link', 'add', 'keep0', 'type', 'veth', 'peer', 'name', 'keep1']);
+    sh('ip', ['-n', C, 'link', 'set', 'keep0', 'group', '7']);
+    const spawns = fallback.spawns;
+    await nl.deleteLinksTogether(byName(C), ['dl0', 'dl1', 'gone0', 'dl2', 'dl3']);
+    assert.equal(fallback.spawns, spawns, 'no iproute2 spawn');
+    const left = (await nl.links(byName(C))).map((l) => l.name).sort();
+    assert.deepEqual(left, ['keep0', 'keep1', 'lo']);
+    assert.match(sh('ip', ['-n', C, '-d', 'link', 'show', 'keep0']), /group 7\b/);
+    assert.deepEqual((await nl.links(byName(D))).map((l) => l.name), ['lo'], 'the peers went with them');
+    await nl.deleteLinksTogether(byName(C), ['gone1', 'gone2']);
+    await nl.deleteLinksTogether(byName(C), ['keep1']);
+    assert.deepEqual((await nl.links(byName(C))).map((l) => l.name), ['lo']);
+  });
+
   it('creates a veth with MAC/MTU and its peer directly in a netns given by path', async () => {
     const path = await parkedPath(B);
     const pathNs: NetnsRef = { kind: 'path', path };

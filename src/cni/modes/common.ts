@@ -6,6 +6,7 @@ import { CniError, ErrCode } from '../errors.js';
 import type { CniIpConfig, CniRoute } from '../types.js';
 import type { UndoStack } from '../undo.js';
 import type { Attachment, ModeDeps } from './mode.js';
+import { deleteLinkBatched } from './link-deleter.js';
 
 /** Host-side veth name, deterministic per attachment so DEL and GC find it without state. */
 export function hostVethName(containerId: string, ifname: string): string {
@@ -108,5 +109,5 @@ export async function createHostVeth(deps: ModeDeps, ops: KernelOp[], hostVeth: 
 
 /** Deleting the host end removes the pod end (and the host routes through it) too. */
 export function deleteHostVeth(deps: ModeDeps, a: Attachment): Promise<void> {
-  return deps.kernel.apply(deps.host, [{ op: 'link-del', name: hostVethName(a.containerId, a.ifname), ignoreMissing: true }]);
+  return deleteLinkBatched(deps.kernel, deps.host, hostVethName(a.containerId, a.ifname));
 }

@@ -151,6 +151,16 @@ export function setLink(seq: number, o: { index?: number; name?: string; up?: bo
   return nlmsg(C.RTM_NEWLINK, CHANGE, seq, ifinfomsg({ index: o.index ?? 0, flags, change }), attrs);
 }
 
+/** RTM_NEWLINK on an existing link by name: its device group (IFLA_GROUP). */
+export function setLinkGroup(seq: number, o: { name: string; group: number }): Buffer {
+  return nlmsg(C.RTM_NEWLINK, CHANGE, seq, ifinfomsg({ index: 0 }), [attrStr(C.IFLA_IFNAME, o.name), attrU32(C.IFLA_GROUP, o.group)]);
+}
+
+/** RTM_DELLINK of every link of a device group: one unregister for all of them. */
+export function delLinkGroup(seq: number, group: number): Buffer {
+  return nlmsg(C.RTM_DELLINK, CHANGE, seq, ifinfomsg({ index: 0 }), [attrU32(C.IFLA_GROUP, group)]);
+}
+
 /** RTM_DELLINK by index or name. */
 export function delLink(seq: number, o: { index?: number; name?: string }): Buffer {
   const attrs = !o.index && o.name ? [attrStr(C.IFLA_IFNAME, o.name)] : [];
