@@ -243,26 +243,17 @@ export class NetlinkPodFirewall implements PodFirewall {
     }
   }
 
+  /** Every element of these sets of the hostPort table that decodes as ours. */
+  private decoded<S extends string, T>(sets: readonly S[], decode: (set: S, el: NftElementInfo) => T | undefined): T[] {
+    return sets.flatMap((set) => (this.reader.elements('inet', HOSTPORT_TABLE, set) ?? []).flatMap((el) => decode(set, el) ?? []));
+  }
+
   private mapElements(maps: readonly MapName[]): HostportElement[] {
-    const out: HostportElement[] = [];
-    for (const map of maps) {
-      for (const el of this.reader.elements('inet', HOSTPORT_TABLE, map) ?? []) {
-        const e = decodeHostportElement(map, el);
-        if (e) out.push(e);
-      }
-    }
-    return out;
+    return this.decoded(maps, decodeHostportElement);
   }
 
   private hairpins(): HairpinElement[] {
-    const out: HairpinElement[] = [];
-    for (const set of HAIRPINS) {
-      for (const el of this.reader.elements('inet', HOSTPORT_TABLE, set) ?? []) {
-        const h = decodeHairpin(set, el);
-        if (h) out.push(h);
-      }
-    }
-    return out;
+    return this.decoded(HAIRPINS, decodeHairpin);
   }
 
   async hostportList(): Promise<HostportTable> {
