@@ -374,12 +374,8 @@ export class NetlinkAdapter implements KernelAdapter {
     for (const n of names) validateIfName(n);
     if (!names.length) return;
     const sock = this.socketFor(ns);
-    if (names.length === 1) {
-      await this.apply(ns, [{ op: 'link-del', name: names[0], ignoreMissing: true }]);
-      return;
-    }
-    // a group of our own for this deletion: random in [2^30, 2^31), far from the small numbers
-    // administrators name in /etc/iproute2/group
+    // one group for this deletion (a single link too: the same path, the same wait off the loop),
+    // random in [2^30, 2^31), far from the small numbers administrators name in /etc/iproute2/group
     const group = 0x40000000 + Math.floor(Math.random() * 0x3fffffff);
     let tagged = 0;
     for (const name of names) {
@@ -391,12 +387,24 @@ export class NetlinkAdapter implements KernelAdapter {
       }
     }
     if (!tagged) return;
+    // the deletion waits in the kernel for RCU grace periods: on a socket of its own whose wait
+    // runs on the thread pool, so the event loop serves other requests meanwhile
+    let own: RtNetlink;
     try {
-      this.send(sock, ['netlink', 'RTM_DELLINK', 'group', String(group)], (s) => M.delLinkGroup(s, group));
+      own = ns.kind === 'current' ? RtNetlink.open() : RtNetlink.openInNetns(netnsFile(ns));
     } catch (e) {
-      if (!(e instanceof NlFail)) throw e;
+      throw netnsError(ns, e);
+    }
+    const argv = ['netlink', 'RTM_DELLINK', 'group', String(group)];
+    this.requests++;
+    try {
+      await own.transactAsync([{ label: argv.join(' '), build: (s) => M.delLinkGroup(s, group) }]);
+    } catch (e) {
+      if (!(e instanceof NetlinkError)) throw e;
       // one by one, then (the group delete refuses a group with a link it cannot delete)
       await this.apply(ns, names.map((name) => ({ op: 'link-del', name, ignoreMissing: true }) as KernelOp));
+    } finally {
+      own.close();
     }
   }
 

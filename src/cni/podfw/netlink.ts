@@ -51,6 +51,8 @@ class SharedStructure {
     /** undefined when the rules are not all there; otherwise a fingerprint of them (their handles) */
     private readonly check: () => string | undefined,
     private readonly write: () => Promise<void>,
+    /** complete rules are enough, whoever wrote them (the structure has no parameters of ours) */
+    private readonly anyWriter = false,
   ) {}
 
   async ensure(force = false): Promise<void> {
@@ -61,7 +63,10 @@ class SharedStructure {
         continue;
       }
       const fp = this.check();
-      if (!force && fp !== undefined && fp === this.seen) return;
+      if (!force && fp !== undefined && (fp === this.seen || this.anyWriter)) {
+        this.seen = fp;
+        return;
+      }
       if (attempt >= 3) throw new Error('nftables structure changed under every rewrite (another writer keeps rewriting it)');
       const w = (this.writing = this.write().then(() => {
         this.seen = this.check();
@@ -153,6 +158,7 @@ export class NetlinkPodFirewall implements PodFirewall {
         return ok ? rules.map((r) => r.handle).join(',') : undefined;
       },
       () => this.opts.nft.run({ kind: 'current' }, renderHostportBase().join('\n') + '\n'),
+      true,
     );
   }
 

@@ -93,6 +93,15 @@ export interface Req {
   build: (seq: number) => Buffer;
 }
 
+interface Transaction {
+  first: number;
+  count: number;
+  replies: NlMsg[][];
+  done: boolean[];
+  errors: Ack[];
+  pending: number;
+}
+
 export class RtNetlink {
   /** SO_RCVTIMEO of new sockets: a kernel that never answers fails the request instead of hanging the process */
   static recvTimeoutSec = 5;
@@ -147,44 +156,72 @@ export class RtNetlink {
    */
   transact(reqs: Req[]): NlMsg[][] {
     const c = loadLibc();
-    const first = this.seq;
-    const bufs = reqs.map((r, i) => r.build((first + i) >>> 0));
-    this.seq = (first + reqs.length) >>> 0;
-    const out = Buffer.concat(bufs);
-    const sent = c.sendto(this.fd, out, out.length, 0, KERNEL, KERNEL.length);
-    if (sent < 0) throw sysErr('sendto');
-    const replies: NlMsg[][] = reqs.map(() => []);
-    const done: boolean[] = reqs.map(() => false);
-    const errors: Ack[] = [];
-    let pending = reqs.length;
-    while (pending > 0) {
+    const t = this.begin(reqs);
+    while (t.pending > 0) {
       const n = c.recv(this.fd, this.rbuf, this.rbuf.length, 0);
       if (n < 0) {
         // a signal handler ran (the process may have many); the answer is still on its way
         if (loadKoffi().errno() === EINTR) continue;
         throw sysErr('recv');
       }
-      for (const m of parseMessages(this.rbuf.subarray(0, n))) {
-        const i = (m.seq - first) >>> 0;
-        if (i >= reqs.length || done[i]) continue; // not ours (stale) or already answered
-        if (m.type === C.NLMSG_ERROR) {
-          const ack = parseAck(m);
-          if (ack.errno !== 0) errors.push({ ...ack, seq: i });
-        } else if (m.type === C.NLMSG_DONE) {
-          // end of a multipart reply
-        } else {
-          replies[i].push({ ...m, data: Buffer.from(m.data) }); // rbuf is reused: copy
-          if (m.flags & C.NLM_F_MULTI) continue;
-        }
-        done[i] = true;
-        pending--;
-      }
+      this.take(t, n);
     }
-    if (errors.length) {
-      const e = errors[0];
+    return this.finish(reqs, t);
+  }
+
+  /**
+   * transact() whose waits for the kernel's answers run on libuv's thread pool (koffi's async
+   * calls), so the event loop goes on while the kernel works (a link deletion waits ~15-20 ms for
+   * RCU). Nothing else may use this socket until it settles.
+   */
+  async transactAsync(reqs: Req[]): Promise<NlMsg[][]> {
+    const c = loadLibc();
+    const recvAsync = (c.recv as unknown as { async: (...a: unknown[]) => void }).async;
+    const t = this.begin(reqs);
+    while (t.pending > 0) {
+      const n = await new Promise<number>((resolve, reject) => recvAsync(this.fd, this.rbuf, this.rbuf.length, 0, (err: unknown, r: number) => (err ? reject(err) : resolve(r))));
+      // errno belongs to the pool's thread: what failed is not known here (a timeout, most likely)
+      if (n < 0) throw new NetlinkError(reqs.map((r) => r.label).join('; '), 0, `recv on the thread pool failed (no answer within ${RtNetlink.recvTimeoutSec}s?)`);
+      this.take(t, n);
+    }
+    return this.finish(reqs, t);
+  }
+
+  private begin(reqs: Req[]): Transaction {
+    const c = loadLibc();
+    const first = this.seq;
+    const bufs = reqs.map((r, i) => r.build((first + i) >>> 0));
+    this.seq = (first + reqs.length) >>> 0;
+    const out = Buffer.concat(bufs);
+    const sent = c.sendto(this.fd, out, out.length, 0, KERNEL, KERNEL.length);
+    if (sent < 0) throw sysErr('sendto');
+    return { first, count: reqs.length, replies: reqs.map(() => []), done: reqs.map(() => false), errors: [], pending: reqs.length };
+  }
+
+  private take(t: Transaction, n: number): void {
+    for (const m of parseMessages(this.rbuf.subarray(0, n))) {
+      const i = (m.seq - t.first) >>> 0;
+      if (i >= t.count || t.done[i]) continue; // not ours (stale) or already answered
+      if (m.type === C.NLMSG_ERROR) {
+        const ack = parseAck(m);
+        if (ack.errno !== 0) t.errors.push({ ...ack, seq: i });
+      } else if (m.type === C.NLMSG_DONE) {
+        // end of a multipart reply
+      } else {
+        t.replies[i].push({ ...m, data: Buffer.from(m.data) }); // rbuf is reused: copy
+        if (m.flags & C.NLM_F_MULTI) continue;
+      }
+      t.done[i] = true;
+      t.pending--;
+    }
+  }
+
+  private finish(reqs: Req[], t: Transaction): NlMsg[][] {
+    if (t.errors.length) {
+      const e = t.errors[0];
       throw new NetlinkError(reqs[e.seq].label, e.errno, e.extMsg);
     }
-    return replies;
+    return t.replies;
   }
 
   // ------------------------------------------------------------ one-request helpers
