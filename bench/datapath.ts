@@ -9,7 +9,9 @@
 // The podnet set-ups are built once and stay up; each has 100 services programmed (ClusterIP,
 // every fourth a NodePort, endpoints on both pods) before the first measurement, checked in every
 // node's `svc4` map. Rounds alternate the order of the five measurements (forward, then reversed);
-// medians per path, ratios against the hand-built median, the targets as MET or MISSED.
+// medians per path, ratios against the hand-built median, the targets as MET or MISSED, and the
+// per-round values with the median of the per-round (paired) ratios: on a shared machine single
+// samples vary by ±20%, so read those too (docs/datapath.md has the per-hook cost breakdown).
 //
 //   node --import tsx bench/datapath.ts [--rounds R (default 5)] [--seconds T (default 5)] [--services N (default 100)]
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
