@@ -100,6 +100,8 @@ interface Transaction {
   done: boolean[];
   errors: Ack[];
   pending: number;
+  /** settles when an asynchronous send is done */
+  sent?: Promise<void>;
 }
 
 export class RtNetlink {
@@ -155,8 +157,11 @@ export class RtNetlink {
    * Returns the reply messages of the requests (empty array for plain acks), in order.
    */
   transact(reqs: Req[]): NlMsg[][] {
+    return this.collect(reqs, this.begin(reqs));
+  }
+
+  private collect(reqs: Req[], t: Transaction): NlMsg[][] {
     const c = loadLibc();
-    const t = this.begin(reqs);
     while (t.pending > 0) {
       const n = c.recv(this.fd, this.rbuf, this.rbuf.length, 0);
       if (n < 0) {
@@ -170,32 +175,33 @@ export class RtNetlink {
   }
 
   /**
-   * transact() whose waits for the kernel's answers run on libuv's thread pool (koffi's async
-   * calls), so the event loop goes on while the kernel works (a link deletion waits ~15-20 ms for
-   * RCU). Nothing else may use this socket until it settles.
+   * transact() whose kernel work runs on libuv's thread pool (koffi's async call of sendto: a
+   * request to the kernel is processed inside sendto, and a link deletion waits there ~15-20 ms
+   * for RCU), so the event loop goes on meanwhile. The answers are queued when sendto returns.
+   * Nothing else may use this socket until it settles.
    */
   async transactAsync(reqs: Req[]): Promise<NlMsg[][]> {
     const c = loadLibc();
-    const recvAsync = (c.recv as unknown as { async: (...a: unknown[]) => void }).async;
-    const t = this.begin(reqs);
-    while (t.pending > 0) {
-      const n = await new Promise<number>((resolve, reject) => recvAsync(this.fd, this.rbuf, this.rbuf.length, 0, (err: unknown, r: number) => (err ? reject(err) : resolve(r))));
-      // errno belongs to the pool's thread: what failed is not known here (a timeout, most likely)
-      if (n < 0) throw new NetlinkError(reqs.map((r) => r.label).join('; '), 0, `recv on the thread pool failed (no answer within ${RtNetlink.recvTimeoutSec}s?)`);
-      this.take(t, n);
-    }
-    return this.finish(reqs, t);
+    const sendAsync = (c.sendto as unknown as { async: (...a: unknown[]) => void }).async;
+    const t = this.begin(reqs, async (out) => {
+      const sent = await new Promise<number>((resolve, reject) => sendAsync(this.fd, out, out.length, 0, KERNEL, KERNEL.length, (err: unknown, r: number) => (err ? reject(err) : resolve(r))));
+      // errno belongs to the pool's thread: what failed is not known here
+      if (sent < 0) throw new NetlinkError(reqs.map((r) => r.label).join('; '), 0, 'sendto on the thread pool failed');
+    });
+    await t.sent;
+    return this.collect(reqs, t);
   }
 
-  private begin(reqs: Req[]): Transaction {
+  private begin(reqs: Req[], sendAsync?: (out: Buffer) => Promise<void>): Transaction {
     const c = loadLibc();
     const first = this.seq;
     const bufs = reqs.map((r, i) => r.build((first + i) >>> 0));
     this.seq = (first + reqs.length) >>> 0;
     const out = Buffer.concat(bufs);
-    const sent = c.sendto(this.fd, out, out.length, 0, KERNEL, KERNEL.length);
-    if (sent < 0) throw sysErr('sendto');
-    return { first, count: reqs.length, replies: reqs.map(() => []), done: reqs.map(() => false), errors: [], pending: reqs.length };
+    let sent: Promise<void> | undefined;
+    if (sendAsync) sent = sendAsync(out);
+    else if (c.sendto(this.fd, out, out.length, 0, KERNEL, KERNEL.length) < 0) throw sysErr('sendto');
+    return { first, count: reqs.length, replies: reqs.map(() => []), done: reqs.map(() => false), errors: [], pending: reqs.length, sent };
   }
 
   private take(t: Transaction, n: number): void {
