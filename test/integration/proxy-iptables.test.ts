@@ -58,7 +58,9 @@ function probe(ns: string, proto: 'tcp' | 'udp', ip: string, port: number): Answ
   const host = ip.includes(':') ? `[${ip}]` : ip;
   const addr = proto === 'tcp' ? `TCP:${host}:${port},connect-timeout=3` : `UDP:${host}:${port}`;
   const t0 = performance.now();
-  const r = spawnSync('nsenter', [`--net=/run/netns/${ns}`, 'socat', '-T', '2', 'STDIO', addr], { input: proto === 'udp' ? 'x\n' : '', encoding: 'utf8', timeout: 8000 });
+  // -t: after its stdin ends socat waits only 0.5 s for the answer by default; the servers fork a
+  // socat and a shell per datagram, which under load took longer, and the answer was lost
+  const r = spawnSync('nsenter', [`--net=/run/netns/${ns}`, 'socat', '-t', '3', '-T', '3', 'STDIO', addr], { input: proto === 'udp' ? 'x\n' : '', encoding: 'utf8', timeout: 8000 });
   return { out: (r.stdout ?? '').trim(), err: (r.stderr ?? '').trim(), ms: performance.now() - t0 };
 }
 
