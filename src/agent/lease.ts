@@ -1,7 +1,13 @@
 // A node's subnet lease as kept in the cluster store, in flannel's shape so its users can
 // read it: key /podnet/network/subnets/10.244.1.0-24, value {"PublicIP","BackendType","BackendData"}.
 
-export type BackendType = 'vxlan' | 'host-gw';
+export type BackendType = 'vxlan' | 'host-gw' | 'tun';
+
+export const BACKEND_TYPES: readonly BackendType[] = ['vxlan', 'host-gw', 'tun'];
+
+export function isBackendType(v: unknown): v is BackendType {
+  return typeof v === 'string' && (BACKEND_TYPES as readonly string[]).includes(v);
+}
 
 export interface VxlanBackendData {
   /** the node's VTEP MAC (the vxlan device's address) */
@@ -9,6 +15,14 @@ export interface VxlanBackendData {
   /** VNI, for checking agreement */
   VNI?: number;
 }
+
+export interface TunBackendData {
+  /** the UDP port the node's podnet-tund listens on (its peers send there) */
+  Port: number;
+}
+
+/** BackendData of any backend: vxlan's VtepMAC/VNI, tun's Port, host-gw's nothing. */
+export type BackendData = Partial<VxlanBackendData> & Partial<TunBackendData>;
 
 export interface NodeLease {
   /** the node's IPv4 pod subnet, CIDR (network address form), e.g. 10.244.1.0/24 */
@@ -19,7 +33,7 @@ export interface NodeLease {
   publicIP: string;
   publicIPv6?: string;
   backendType: BackendType;
-  backendData: Partial<VxlanBackendData>;
+  backendData: BackendData;
   /** node name, informational */
   nodeName?: string;
 }
@@ -52,12 +66,12 @@ export function decodeLease(key: string, value: string, prefix = SUBNETS_PREFIX)
   if (!subnet) return undefined;
   try {
     const v = JSON.parse(value) as Record<string, unknown>;
-    if (typeof v.PublicIP !== 'string' || (v.BackendType !== 'vxlan' && v.BackendType !== 'host-gw')) return undefined;
+    if (typeof v.PublicIP !== 'string' || !isBackendType(v.BackendType)) return undefined;
     return {
       subnet,
       publicIP: v.PublicIP,
       backendType: v.BackendType,
-      backendData: (typeof v.BackendData === 'object' && v.BackendData ? v.BackendData : {}) as Partial<VxlanBackendData>,
+      backendData: (typeof v.BackendData === 'object' && v.BackendData ? v.BackendData : {}) as BackendData,
       ...(typeof v.IPv6Subnet === 'string' ? { ipv6Subnet: v.IPv6Subnet } : {}),
       ...(typeof v.PublicIPv6 === 'string' ? { publicIPv6: v.PublicIPv6 } : {}),
       ...(typeof v.NodeName === 'string' ? { nodeName: v.NodeName } : {}),

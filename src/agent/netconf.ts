@@ -1,7 +1,7 @@
 // The network config in the shape flannel users know (net-conf.json), parsed and validated
 // purely: every error names the field.
 import { BITS, cidr, formatCidr, hasHostBits, masked, overlaps, tryParseCidr, type Cidr } from '../util/ip.js';
-import type { BackendType } from './lease.js';
+import { BACKEND_TYPES, isBackendType, type BackendType } from './lease.js';
 
 export interface NetConf {
   network: Cidr;
@@ -82,7 +82,9 @@ export function parseNetConf(raw: unknown, avoid: { what: string; net: Cidr }[] 
   const b = o.Backend;
   if (typeof b !== 'object' || b === null) throw new NetConfError('Backend', 'required, e.g. {"Type": "vxlan"}');
   const bo = b as Record<string, unknown>;
-  if (bo.Type !== 'vxlan' && bo.Type !== 'host-gw') throw new NetConfError('Backend.Type', `unknown backend ${JSON.stringify(bo.Type)} (expected "vxlan" or "host-gw")`);
+  if (!isBackendType(bo.Type)) throw new NetConfError('Backend.Type', `unknown backend ${JSON.stringify(bo.Type)} (expected ${BACKEND_TYPES.map((t) => JSON.stringify(t)).join(', ').replace(/, ([^,]*)$/, ' or $1')})`);
+  // the default UDP port is the backend's: vxlan 8472 (the kernel's historical one), tun 8285 (flannel's UDP backend)
+  const defaultPort = bo.Type === 'tun' ? 8285 : 8472;
   const mtu = bo.MTU === undefined ? undefined : intField(bo, 'MTU', 'Backend.MTU', 1450, 576, 65535);
   return {
     network,
@@ -91,7 +93,7 @@ export function parseNetConf(raw: unknown, avoid: { what: string; net: Cidr }[] 
     subnetMax,
     ipv6Network,
     ipv6SubnetLen,
-    backend: { type: bo.Type, vni: intField(bo, 'VNI', 'Backend.VNI', 1, 1, 16777215), port: intField(bo, 'Port', 'Backend.Port', 8472, 1, 65535), mtu },
+    backend: { type: bo.Type, vni: intField(bo, 'VNI', 'Backend.VNI', 1, 1, 16777215), port: intField(bo, 'Port', 'Backend.Port', defaultPort, 1, 65535), mtu },
   };
 }
 

@@ -160,7 +160,7 @@ function renderLinkAdd(opd: string, spec: LinkSpec, ctx: RenderContext): string[
     }
     case 'tun': {
       checkName(opd, 'link name', spec.name);
-      const lines = [`tuntap add name ${spec.name} mode tun`];
+      const lines = [`tuntap add name ${spec.name} mode tun${spec.vnetHdr ? ' vnet_hdr' : ''}`];
       // tuntap add cannot set an MTU; persistent tun devices take it afterwards like any link.
       if (spec.mtu !== undefined) {
         checkInt(opd, 'mtu', spec.mtu, 68, 65535);

@@ -78,7 +78,7 @@ export type LinkSpec =
   | { kind: 'bridge'; name: string; mtu?: number; mac?: string; vlanFiltering?: boolean }
   | { kind: 'vxlan'; name: string; vni: number; dstport: number; local?: string; dev?: string; learning?: boolean; mtu?: number; mac?: string }
   | { kind: 'macvlan' | 'ipvlan'; name: string; master: string; mode: string; netns?: NetnsRef; mtu?: number; mac?: string }
-  | { kind: 'tun'; name: string; mtu?: number };
+  | { kind: 'tun'; name: string; mtu?: number; /** IFF_VNET_HDR: the attaching process reads and writes a virtio-net header (offloads) */ vnetHdr?: boolean };
 
 export interface RouteSpec {
   dst: string;

@@ -59,3 +59,14 @@ test('subnet.env and lease encoding', () => {
   assert.deepEqual(decodeLease(key, encodeLease(l)), l);
   assert.equal(decodeLease(key, '{"PublicIP":1}'), undefined);
 });
+
+test('net-conf Backend tun: Port defaults to 8285 (vxlan keeps 8472), MTU passes through, Port range names Backend.Port', () => {
+  const tun = { Network: '10.244.0.0/16', Backend: { Type: 'tun' } };
+  assert.deepEqual(parseNetConf(tun).backend, { type: 'tun', vni: 1, port: 8285, mtu: undefined });
+  assert.deepEqual(parseNetConf({ ...tun, Backend: { Type: 'tun', Port: 9000, MTU: 1400 } }).backend, { type: 'tun', vni: 1, port: 9000, mtu: 1400 });
+  assert.equal(parseNetConf(base).backend.port, 8472);
+  for (const Port of [0, 65536, -1, 1.5, '8285']) {
+    assert.throws(() => parseNetConf({ ...tun, Backend: { Type: 'tun', Port } }), (e: unknown) => e instanceof NetConfError && e.field === 'Backend.Port' && /net-conf Backend\.Port: expected an integer from 1 to 65535/.test(e.message));
+  }
+  assert.throws(() => parseNetConf({ ...tun, Backend: { Type: 'udp' } }), (e: unknown) => e instanceof NetConfError && e.field === 'Backend.Type' && /"vxlan", "host-gw" or "tun"/.test(e.message));
+});

@@ -1,4 +1,4 @@
-// The seam between the node agent and its cross-node datapath backends (vxlan, host-gw).
+// The seam between the node agent and its cross-node datapath backends (vxlan, host-gw, tun).
 //
 // A backend is small and differs from the others only in its plan (flannel's pkg/backend layout):
 // it owns one optional device (ensureDevice) and maps (own lease, peer leases, what podnet owns in the
@@ -17,7 +17,7 @@
 //     kernel's own making (REACHABLE, STALE, FAILED...) and the device's own address-list entries
 //     (no dst) are left alone.
 import type { KernelAdapter, KernelOp, Link, NetnsRef, Route, Neighbour, FdbEntry, Address } from '../../kernel/types.js';
-import type { BackendType, NodeLease, VxlanBackendData } from '../lease.js';
+import type { BackendData, BackendType, NodeLease } from '../lease.js';
 import type { Logger } from '../../util/log.js';
 
 /** rtm_protocol of every route podnet's cross-node backends install; see the note at the top. */
@@ -27,6 +27,8 @@ export const PODNET_RTPROTO_STR = String(PODNET_RTPROTO);
 /** Default VXLAN UDP port: the Linux kernel's historical one, flannel's default (IANA's is 4789). */
 export const DEFAULT_VXLAN_PORT = 8472;
 export const DEFAULT_VNI = 1;
+/** Default tun backend UDP port: flannel's UDP backend's (8285). */
+export const DEFAULT_TUN_PORT = 8285;
 
 /** What ensureDevice needs. Every call names its netns. */
 export interface DeviceContext {
@@ -38,8 +40,8 @@ export interface DeviceContext {
 }
 
 export interface DeviceResult {
-  /** goes into the node's lease (vxlan: VtepMAC, VNI); {} for host-gw */
-  backendData: Partial<VxlanBackendData>;
+  /** goes into the node's lease (vxlan: VtepMAC, VNI; tun: Port); {} for host-gw */
+  backendData: BackendData;
   /** the pod MTU this backend allows: underlay MTU − overhead */
   mtu: number;
   device?: string;
@@ -70,10 +72,30 @@ export interface PeerError {
   message: string;
 }
 
+/** One peer subnet as a userspace datapath (podnet-tund) sees it: where to send its packets. */
+export interface DatapathPeer {
+  subnet: string;
+  publicIP: string;
+  port: number;
+}
+
+/** The peer table of a userspace datapath: the own subnets and the accepted peers' (tun backend). */
+export interface DatapathTable {
+  /** the own subnets (v4, and v6 when leased): inner destinations accepted from peers */
+  locals: string[];
+  /** one entry per accepted peer subnet (v4, and v6 when both sides have one) */
+  peers: DatapathPeer[];
+}
+
 export interface PeerPlan {
   ops: KernelOp[];
   /** peers refused (not on the same L2, missing VtepMAC, overlapping subnets, conflicting foreign route…); they are skipped, the others proceed */
   errors: PeerError[];
+  /**
+   * backends with a userspace datapath (tun): its peer table for this plan, exactly the peers the
+   * plan accepted. To be handed to Backend.syncDatapath once the ops have been applied.
+   */
+  datapath?: DatapathTable;
 }
 
 export interface Backend {
@@ -88,6 +110,11 @@ export interface Backend {
   ensureDevice(ctx: DeviceContext): Promise<DeviceResult>;
   /** PURE: desired state for these peers diffed against actual, as ops in a safe order (removals first) */
   planPeers(own: NodeLease, peers: NodeLease[], actual: ActualState): PeerPlan;
+  /**
+   * backends with a userspace datapath (tun): hands it the peer table of the plan just applied.
+   * Called after each successful pass by whoever runs the reconciler (cluster.ts).
+   */
+  syncDatapath?(table: DatapathTable): Promise<void> | void;
 }
 
 export type { Link };
