@@ -1,7 +1,9 @@
 // The agent's cluster side: lease a subnet, set up the backend's device and podnet's cluster
 // firewall, publish subnet.env, then reconcile the datapath against the peers' leases on every
-// store change and periodically. Everything that can be refused (config, store, subnets) is
-// checked before the kernel is touched; a restarted agent adopts what it finds.
+// store change and periodically. Everything that can be refused (config, store, subnets; for the
+// tun backend also the underlay MTU, a foreign podnet.tun, the datapath binary and its UDP port) is
+// checked before the kernel is touched; a restarted agent adopts what it finds (for tun: the device
+// and the running podnet-tund, which outlives the agent like its routes).
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultKernel, defaultNft } from '../kernel/index.js';
@@ -9,7 +11,8 @@ import type { NetnsRef } from '../kernel/types.js';
 import type { Logger } from '../util/log.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
-import { createCheckedBackend, Reconciler } from './backends/index.js';
+import { createCheckedBackend, Reconciler, TunBackend, withDatapathCapture, type DeviceResult } from './backends/index.js';
+import { ensureTund, findTund, preflightTund, readPeers, stopTund, writePeers, type TundHandle } from './tund/index.js';
 import { ensureClusterFirewall } from './firewall.js';
 import { formatCidr } from '../util/ip.js';
 import type { NodeLease } from './lease.js';
@@ -62,7 +65,13 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   const ns: NetnsRef = { kind: 'current' };
   const node = await detectNode(kernel, ns, { iface: o.iface, publicIP: o.publicIP });
   const conf = readConfig(o.configPath, node);
-  const backend = await createCheckedBackend({ type: conf.backend.type, vni: conf.backend.vni, dstport: conf.backend.port, iface: node.iface }, kernel);
+  const clusterCidrs = [formatCidr(conf.network), ...(conf.ipv6Network ? [formatCidr(conf.ipv6Network)] : [])];
+  const backend = await createCheckedBackend(
+    { type: conf.backend.type, vni: conf.backend.vni, dstport: conf.backend.port, port: conf.backend.port, clusterNetworks: clusterCidrs, dataDir: o.dataDir, iface: node.iface },
+    kernel,
+  );
+  const tun = backend instanceof TunBackend ? backend : undefined;
+  const tundOpts = tun ? { dataDir: o.dataDir, dev: tun.device, listen: node.publicIP, port: tun.port, log: log.child({ subsys: 'tund' }) } : undefined;
   // <prefix>/subnets/10.244.1.0-24, with flannel's meaning of --etcd-prefix (default /podnet/network)
   const prefix = `${o.etcdPrefix.replace(/\/$/, '')}/subnets/`;
   const store: Store = await openStore(o.store, { endpoints: o.etcdEndpoints });
@@ -73,24 +82,65 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
     await store.close().catch(() => {});
     throw new Error(`cluster store ${store.describe} is unreachable: ${(e as Error).message}`);
   }
+  if (tun && tundOpts) {
+    // tun: every refusal before the lease is taken and the kernel touched: the underlay MTU, a
+    // podnet.tun that is not podnet's, the podnet-tund binary, its UDP port (unless the running
+    // daemon that holds it is adopted)
+    try {
+      await tun.check({ kernel, ns, own: { subnet: formatCidr(conf.network), publicIP: node.publicIP, ...(conf.ipv6Network ? { ipv6Subnet: formatCidr(conf.ipv6Network) } : {}) } });
+      await preflightTund(tundOpts);
+    } catch (e) {
+      await store.close().catch(() => {});
+      throw e;
+    }
+  }
   mkdirSync(o.dataDir, { recursive: true });
   const rememberFile = join(o.dataDir, 'subnet');
   const remembered = existsSync(rememberFile) ? readFileSync(rememberFile, 'utf8').trim() : undefined;
-  let held: HeldLease = await acquireLease({ store, conf, prefix, ttlSeconds: o.leaseTtl, publicIP: node.publicIP, publicIPv6: node.publicIPv6, nodeName: o.nodeName, backendData: {}, remembered, log });
+  let held: HeldLease = await acquireLease({ store, conf, prefix, ttlSeconds: o.leaseTtl, publicIP: node.publicIP, publicIPv6: node.publicIPv6, nodeName: o.nodeName, backendData: tun ? { Port: tun.port } : {}, remembered, log });
   writeAtomic(rememberFile, held.lease.subnet + '\n', 0o644);
-  const dev = await backend.ensureDevice({ kernel, ns, own: held.lease, log });
-  log.info('backend device ready', { backend: backend.type, device: dev.device, action: dev.action, reasons: dev.reasons, mtu: dev.mtu });
-  if (JSON.stringify(dev.backendData) !== JSON.stringify(held.lease.backendData)) {
-    held = await updateLease(store, held, { ...held.lease, backendData: dev.backendData });
+  const locals = [held.lease.subnet, ...(held.lease.ipv6Subnet ? [held.lease.ipv6Subnet] : [])];
+  let dev: DeviceResult | undefined;
+  let tund: TundHandle | undefined;
+  // nothing half-built: what this start created (the tun device, podnet-tund) goes again when a
+  // later step fails; what it adopted stays as it was found
+  const undo = async (e: unknown): Promise<never> => {
+    if (tund?.action === 'started' && tundOpts) await stopTund(tundOpts.dataDir).catch(() => false);
+    if (tun && dev?.action === 'created' && dev.device) await kernel.apply(ns, [{ op: 'link-del', name: dev.device, ignoreMissing: true }]).catch(() => undefined);
+    await store.close().catch(() => {});
+    throw e;
+  };
+  try {
+    dev = await backend.ensureDevice({ kernel, ns, own: held.lease, log });
+    log.info('backend device ready', { backend: backend.type, device: dev.device, action: dev.action, reasons: dev.reasons, mtu: dev.mtu });
+    if (tundOpts) {
+      // a daemon still running for a device that was gone (and is new now) is attached to nothing
+      if (dev.action === 'created' && findTund(tundOpts.dataDir)) {
+        log.warn('podnet-tund runs but its device was gone: restarting it on the new podnet.tun');
+        await stopTund(tundOpts.dataDir);
+      }
+      // a daemon started now reads its peer table at start: this node's subnets, peers follow with the first pass
+      const have = readPeers(tundOpts.dataDir);
+      if (!findTund(tundOpts.dataDir) || !have || JSON.stringify([...have.locals].sort()) !== JSON.stringify([...locals].sort())) writePeers(tundOpts.dataDir, { locals, peers: [] });
+      tund = await ensureTund(tundOpts);
+    }
+    if (JSON.stringify(dev.backendData) !== JSON.stringify(held.lease.backendData)) {
+      held = await updateLease(store, held, { ...held.lease, backendData: dev.backendData });
+    }
+    // the tunnels' outer UDP datagrams (vxlan's and podnet-tund's) are kept out of conntrack
+    const tunnel = conf.backend.type === 'vxlan' || conf.backend.type === 'tun' ? { tunnelUdpPort: conf.backend.port, tunnelDevice: node.iface } : {};
+    await ensureClusterFirewall({ nft: defaultNft(), ns, spec: { clusterCidrs, masquerade: o.ipMasq, ...tunnel }, iptablesForward: true, log });
+  } catch (e) {
+    return undo(e);
   }
-  const clusterCidrs = [formatCidr(conf.network), ...(conf.ipv6Network ? [formatCidr(conf.ipv6Network)] : [])];
-  await ensureClusterFirewall({ nft: defaultNft(), ns, spec: { clusterCidrs, masquerade: o.ipMasq, ...(conf.backend.type === 'vxlan' ? { tunnelUdpPort: conf.backend.port, tunnelDevice: node.iface } : {}) }, iptablesForward: true, log });
   // Backend.MTU can only lower the pod MTU below what the underlay allows
   const podMtu = Math.min(dev.mtu, conf.backend.mtu ?? dev.mtu);
   writeSubnetEnv(o.subnetFile, renderSubnetEnv(conf, held.lease, podMtu, o.ipMasq));
-  log.info('node ready', { iface: node.iface, publicIP: node.publicIP, subnet: held.lease.subnet, ipv6Subnet: held.lease.ipv6Subnet, mtu: podMtu, backend: backend.type, store: store.describe });
+  log.info('node ready', { iface: node.iface, publicIP: node.publicIP, subnet: held.lease.subnet, ipv6Subnet: held.lease.ipv6Subnet, mtu: podMtu, backend: backend.type, store: store.describe, ...(tund ? { tundPid: tund.pid, tund: tund.action } : {}) });
 
-  const reconciler = new Reconciler({ kernel, ns, backend, log: log.child({ subsys: 'reconcile' }) });
+  // the reconciler plans through this wrapper so the datapath table of each applied plan reaches backend.syncDatapath
+  const captured = withDatapathCapture(backend);
+  const reconciler = new Reconciler({ kernel, ns, backend: captured.backend, log: log.child({ subsys: 'reconcile' }) });
   let timer: NodeJS.Timeout | undefined;
   let running = false;
   let again = false;
@@ -109,8 +159,17 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
       const peers = [...watcher.leases.values()].filter((l) => l.subnet !== held.lease.subnet);
       const full = wantFull;
       wantFull = false;
+      if (tundOpts && full && !findTund(tundOpts.dataDir)) {
+        // the datapath died (or was stopped) under a running agent: start it again
+        log.error('podnet-tund is not running: starting it again', { dataDir: tundOpts.dataDir });
+        writePeers(tundOpts.dataDir, readPeers(tundOpts.dataDir) ?? { locals, peers: [] });
+        tund = await ensureTund(tundOpts);
+      }
+      captured.take();
       const report = await reconciler.reconcile(held.lease, peers, { full });
       for (const err of report.errors) log.error('peer refused', { ...err });
+      const table = captured.take();
+      if (table && backend.syncDatapath) await backend.syncDatapath(table);
     } catch (e) {
       wantFull = true;
       log.error('reconcile failed (retried on the next change or resync)', { error: (e as Error).message });
@@ -159,6 +218,7 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
       watcher.close();
       await proxy?.stop();
       // the lease stays: a restarted agent takes the same subnet back and adopts the datapath
+      // (podnet-tund too: it keeps forwarding while the agent is away)
       await store.close().catch(() => {});
     },
   };

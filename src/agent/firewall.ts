@@ -1,5 +1,5 @@
 // The node agent's cluster firewall: podnet's own nftables tables `inet podnet-cluster` and (for
-// VXLAN) `netdev podnet-cluster` (never another table), written whole in one `nft -f`
+// VXLAN and tun) `netdev podnet-cluster` (never another table), written whole in one `nft -f`
 // transaction, plus an opt-in iptables fix-up.
 //
 // What the tables do:
@@ -8,7 +8,7 @@
 //     nodes keeps its source (host-gw and vxlan carry it unchanged). Multicast is left alone. A nat
 //     chain is evaluated for the first packet of a connection only, so established traffic never
 //     walks it.
-//   - VXLAN: the tunnel's UDP packets are exempted from conntrack (see tunnelUdpPort): on the way
+//   - VXLAN and tun: the tunnel's UDP packets are exempted from conntrack (see tunnelUdpPort): on the way
 //     in at the underlay device's ingress hook (netdev family), so that only packets arriving on
 //     the underlay walk the rule, not every pod packet at prerouting; on the way out at output
 //     (priority raw), which forwarded pod packets do not traverse (only their encapsulation does).
@@ -46,7 +46,8 @@ export interface ClusterFirewallSpec {
   /** masquerade pod traffic leaving the cluster (default true) */
   masquerade?: boolean;
   /**
-   * the VXLAN UDP port: its packets between nodes are exempted from conntrack. With the NAT
+   * the tunnel's UDP port (VXLAN's, or podnet-tund's for the tun backend): its packets between
+   * nodes are exempted from conntrack. With the NAT
    * chain loaded every packet is tracked; for the overlay that meant tracking each packet twice
    * (the pod's flow and the tunnel's UDP), which cost ~10% of VXLAN throughput here. Nothing
    * NATs tunnel packets, so they need no connection state.
