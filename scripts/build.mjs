@@ -1,7 +1,7 @@
 // Bundles the CLI and the CNI entry into single ES module files: one file starts
 // fast (no module resolution at run time) and is what `podnet cni install` copies.
 import { build } from 'esbuild';
-import { chmodSync, rmSync } from 'node:fs';
+import { chmodSync, readdirSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 
 const common = {
@@ -31,4 +31,13 @@ const r = spawnSync(cc, ['-O2', '-Wall', '-Wextra', '-static', '-o', 'dist/podne
 if (r.error || r.status !== 0) {
   rmSync('dist/podnet-cni-client', { force: true });
   console.warn(`warning: could not compile the CNI client with ${cc} (${r.error?.message ?? `exit ${r.status}`}); \`podnet cni install\` will use the shell client`);
+}
+
+// podnet-tund, the tun backend's datapath (docs/tun.md "Why C"). Without it the tun backend
+// refuses to start, naming the missing binary; every other backend works.
+const tundSources = readdirSync('src/tund').filter((f) => f.endsWith('.c')).map((f) => `src/tund/${f}`);
+const t = spawnSync(cc, ['-O2', '-Wall', '-Wextra', '-pthread', '-o', 'dist/podnet-tund', ...tundSources], { stdio: 'inherit' });
+if (t.error || t.status !== 0) {
+  rmSync('dist/podnet-tund', { force: true });
+  console.warn(`warning: could not compile podnet-tund with ${cc} (${t.error?.message ?? `exit ${t.status}`}); the tun backend is unavailable`);
 }
