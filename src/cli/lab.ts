@@ -44,10 +44,11 @@ export function registerLabCommands(program: Command): void {
     .command('up')
     .description('create a lab: fabric with an underlay bridge, N nodes each running an agent, etcd members for --store etcd')
     .option('--nodes <n>', 'number of nodes', intArg, 3)
-    .addOption(new Option('--backend <type>', 'datapath between nodes').choices(['vxlan', 'host-gw']).default('vxlan'))
+    .addOption(new Option('--backend <type>', 'datapath between nodes (tun: podnet-tund, docs/tun.md)').choices(['vxlan', 'host-gw', 'tun']).default('vxlan'))
     .addOption(new Option('--store <kind>', 'cluster store').choices(['file', 'etcd']).default('file'))
     .option('--etcd-members <m>', 'etcd cluster size for --store etcd', intArg, 1)
     .option('--network <cidr>', 'cluster CIDR', '10.244.0.0/16')
+    .option('--ipv6-network <cidr>', 'dual-stack pods: the cluster\'s IPv6 CIDR (/56 or wider; a /64 per node), e.g. fd00:10:244::/48')
     .option('--service-cidr <cidr>', 'where `lab service add` takes cluster IPs from (.1 reserved)', '10.96.0.0/16')
     .addOption(new Option('--proxy-mode <mode>', 'service proxy of every agent (passed as `podnet agent --proxy-mode`)').choices(['nftables', 'iptables', 'off']).default('nftables'))
     .option('--timeout <s>', 'seconds to wait for every node\'s subnet lease', intArg, 30)
@@ -55,7 +56,7 @@ export function registerLabCommands(program: Command): void {
     .addOption(nameOption())
     .addOption(outputOption())
     .action(
-      action(async (o: { nodes: number; backend: 'vxlan' | 'host-gw'; store: 'file' | 'etcd'; etcdMembers: number; network: string; serviceCidr: string; proxyMode: 'nftables' | 'iptables' | 'off'; timeout: number; agents: boolean; name?: string } & Out) => {
+      action(async (o: { nodes: number; backend: 'vxlan' | 'host-gw' | 'tun'; store: 'file' | 'etcd'; etcdMembers: number; network: string; ipv6Network?: string; serviceCidr: string; proxyMode: 'nftables' | 'iptables' | 'off'; timeout: number; agents: boolean; name?: string } & Out) => {
         const { labUp } = await import('../lab/lab.js');
         const { labStatus, renderStatus } = await import('../lab/status.js');
         const { Progress } = await import('../util/progress.js');
@@ -71,6 +72,7 @@ export function registerLabCommands(program: Command): void {
             store: o.store,
             etcdMembers: o.store === 'etcd' ? o.etcdMembers : undefined,
             network: o.network,
+            ipv6Network: o.ipv6Network,
             serviceCidr: o.serviceCidr,
             proxyMode: o.proxyMode,
             timeoutMs: o.timeout * 1000,
@@ -190,7 +192,7 @@ export function registerLabCommands(program: Command): void {
     );
   node
     .command('del <node>')
-    .description('remove a node: stop its agent, delete its lease from the store, delete its namespace and pods')
+    .description('remove a node: stop its agent (and its podnet-tund), delete its lease from the store, delete its namespace and pods')
     .addOption(nameOption())
     .action(
       action(async (nodeName: string, o: { name?: string }) => {
@@ -324,7 +326,7 @@ export function registerLabCommands(program: Command): void {
 
   lab
     .command('agent <action> <node>')
-    .description('stop, start or restart a node\'s agent (by its recorded PID); --kill stops with SIGKILL')
+    .description('stop, start or restart a node\'s agent (by its recorded PID); --kill stops with SIGKILL; the tun backend\'s podnet-tund keeps running and is adopted')
     .option('--kill', 'SIGKILL instead of SIGTERM (a crash)')
     .addOption(nameOption())
     .action(
@@ -376,14 +378,14 @@ export function registerLabCommands(program: Command): void {
 
   lab
     .command('demo')
-    .description('a 3-node vxlan lab with 2 pods per node, the pod-to-pod ping matrix with each pair\'s path, then teardown')
+    .description('a 3-node lab (vxlan, host-gw or tun) with 2 pods per node, the pod-to-pod ping matrix with each pair\'s path, then teardown')
     .option('--keep', 'leave the lab up afterwards')
-    .addOption(new Option('--backend <type>', 'datapath between nodes').choices(['vxlan', 'host-gw']).default('vxlan'))
+    .addOption(new Option('--backend <type>', 'datapath between nodes (tun: podnet-tund, docs/tun.md)').choices(['vxlan', 'host-gw', 'tun']).default('vxlan'))
     .addOption(new Option('--store <kind>', 'cluster store').choices(['file', 'etcd']).default('file'))
     .option('--name <lab>', 'lab name', 'demo')
     .addOption(outputOption())
     .action(
-      action(async (o: { keep?: boolean; backend: 'vxlan' | 'host-gw'; store: 'file' | 'etcd'; name: string } & Out) => {
+      action(async (o: { keep?: boolean; backend: 'vxlan' | 'host-gw' | 'tun'; store: 'file' | 'etcd'; name: string } & Out) => {
         const { runLabDemo } = await import('../lab/demo.js');
         const { validateLabName } = await import('../lab/state.js');
         validateLabName(o.name);

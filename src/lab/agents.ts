@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { packageRoot } from '../cni/install.js';
 import { FileStore } from '../store/file-store.js';
+import { findTund, stopTund } from '../agent/tund/index.js';
 import { isAlive, runAsync, startDetached, tail } from './sys.js';
 import { DEFAULT_PROXY_MODE, nsName, type LabEtcdMember, type LabNode, type LabState, type ProcRef } from './state.js';
 import { ETCD_BASE_INDEX, underlayIp } from './topology.js';
@@ -57,9 +58,32 @@ export function agentArgv(s: LabState, n: LabNode): string[] {
     '--node-name', n.name,
     '--socket', n.socket,
     '--subnet-file', n.subnetFile,
-    '--data-dir', join(n.dir, 'agent'),
+    '--data-dir', agentDataDir(n),
     ...proxyModeArgs(s),
   ];
+}
+
+/** The node agent's --data-dir (podnet-tund's files are under <it>/tund/). */
+export function agentDataDir(n: Pick<LabNode, 'dir'>): string {
+  return join(n.dir, 'agent');
+}
+
+/** The PID of the node's podnet-tund (tun backend), verified by the supervisor against /proc. */
+export function nodeTundPid(n: Pick<LabNode, 'dir'>): number | undefined {
+  return findTund(agentDataDir(n))?.pid;
+}
+
+/**
+ * Stops the node's podnet-tund by its PID (the supervisor's stopTund: only a process /proc shows
+ * to be this node's daemon is signalled). The daemon outlives its agent by design, so every
+ * teardown calls this after the agent is stopped (a running agent would start it again) and before
+ * the node's namespace is deleted (the daemon would keep the namespace alive and run forever).
+ * Returns the PID stopped, if one ran.
+ */
+export async function stopNodeTund(n: Pick<LabNode, 'dir'>): Promise<number | undefined> {
+  const pid = nodeTundPid(n);
+  if (pid === undefined) return undefined;
+  return (await stopTund(agentDataDir(n))) ? pid : undefined;
 }
 
 export function startAgent(s: LabState, n: LabNode): ProcRef {

@@ -1,4 +1,4 @@
-// `podnet lab demo`: the cluster side in one command — a 3-node lab (vxlan by default), two
+// `podnet lab demo`: the cluster side in one command — a 3-node lab (vxlan by default; host-gw, tun), two
 // pods per node through the real CNI path, the full pod-to-pod ping matrix with the path each
 // pair's packets take (read from the kernel's route lookup on the source node), then teardown.
 import { execFile } from 'node:child_process';
@@ -7,7 +7,7 @@ import { labDown, labUp, podAdd } from './lab.js';
 import { loadState, requireState, type Backend, type LabState, type StoreKind } from './state.js';
 import { runAsync } from './sys.js';
 
-export type PathKind = 'same node' | 'overlay (vxlan)' | 'routed (host-gw)' | 'unknown';
+export type PathKind = 'same node' | 'overlay (vxlan)' | 'tunnel (tun)' | 'routed (host-gw)' | 'unknown';
 
 export interface DemoResult {
   lab: string;
@@ -53,6 +53,7 @@ export async function pathKind(s: LabState, fromNode: string, toNode: string, ds
   }
   const via = `${dev}${gw ? ` via ${gw}` : ''}`;
   if (kindName === 'vxlan') return { kind: 'overlay (vxlan)', via };
+  if (kindName === 'tun') return { kind: 'tunnel (tun)', via };
   if (dev === 'eth0') return { kind: 'routed (host-gw)', via };
   return { kind: 'unknown', via };
 }
@@ -83,7 +84,7 @@ export async function connectivityMatrix(s: LabState): Promise<DemoResult> {
   };
 }
 
-const SHORT: Record<PathKind, string> = { 'same node': 'S', 'overlay (vxlan)': 'O', 'routed (host-gw)': 'R', unknown: '?' };
+const SHORT: Record<PathKind, string> = { 'same node': 'S', 'overlay (vxlan)': 'O', 'tunnel (tun)': 'T', 'routed (host-gw)': 'R', unknown: '?' };
 
 export function renderMatrix(r: DemoResult, tty: boolean): string {
   const names = r.pods.map((p) => p.name);
@@ -92,7 +93,7 @@ export function renderMatrix(r: DemoResult, tty: boolean): string {
   out.push('Pods:');
   for (const p of r.pods) out.push(`  ${p.name.padEnd(w)} node ${p.node.padEnd(6)} ${p.ip}`);
   out.push('');
-  out.push('Pod-to-pod reachability (ping; row = from, column = to; S same node, O overlay (vxlan), R routed (host-gw)):');
+  out.push('Pod-to-pod reachability (ping; row = from, column = to; S same node, O overlay (vxlan), T tunnel (tun), R routed (host-gw)):');
   out.push('  ' + ''.padEnd(w) + names.map((n) => n.padEnd(w)).join(''));
   for (const from of names) {
     const cells = names.map((to) => {

@@ -2,19 +2,20 @@
 // named pnlab-<LAB>-*, every process it starts recorded by PID (and start time) in its state
 // file. Each step records its intent before acting, so `lab down` removes everything also
 // after a crash of the lab process, of an agent, or half-way through `lab up`.
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { leaseKey } from '../agent/lease.js';
 import { parseEnvFile } from '../ipam/subnetfile.js';
 import { formatCidr, masked, overlaps, parseCidr, tryParseCidr } from '../util/ip.js';
 import { withFileLock } from '../util/lock.js';
 import { Progress } from '../util/progress.js';
-import { agentKnowsProxyMode, deleteLeaseKey, planEtcdMember, startAgent, startEtcd, waitForEtcd, waitForSubnets } from './agents.js';
+import { agentKnowsProxyMode, deleteLeaseKey, planEtcdMember, startAgent, startEtcd, stopNodeTund, waitForEtcd, waitForSubnets } from './agents.js';
 import { cniCall, cniErrorText, parseHostPorts, planPod, resultIps } from './pods.js';
 import { planServer, startServer, stopServer, waitForServer } from './serve.js';
 import { dropPodsFromServices, slicePods } from './service-ops.js';
 import { parseServiceCidr, parseServePorts } from './services.js';
 import {
+  BACKENDS,
   DEFAULT_PROXY_MODE,
   DEFAULT_SERVICE_CIDR,
   labDir,
@@ -47,6 +48,8 @@ export interface UpOptions {
   store: StoreKind;
   etcdMembers?: number;
   network?: string;
+  /** the cluster's IPv6 network (dual-stack pods: every node leases a /64 of it); none by default */
+  ipv6Network?: string;
   /** where cluster IPs come from (default 10.96.0.0/16) */
   serviceCidr?: string;
   /** passed to every agent as --proxy-mode (default nftables) */
@@ -67,13 +70,20 @@ function quiet(): Progress {
 export async function labUp(o: UpOptions): Promise<LabState> {
   validateLabName(o.name);
   if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 50) throw new Error(`--nodes must be 1..50, not ${o.nodes}`);
-  if (o.backend !== 'vxlan' && o.backend !== 'host-gw') throw new Error(`unknown backend ${JSON.stringify(o.backend)}: vxlan or host-gw`);
+  if (!BACKENDS.includes(o.backend)) throw new Error(`unknown backend ${JSON.stringify(o.backend)}: ${BACKENDS.join(', ')}`);
   if (o.store !== 'file' && o.store !== 'etcd') throw new Error(`unknown store ${JSON.stringify(o.store)}: file or etcd`);
   const members = o.store === 'etcd' ? (o.etcdMembers ?? 1) : 0;
   if (o.store === 'etcd' && (!Number.isInteger(members) || members < 1 || members > 9)) throw new Error(`--etcd-members must be 1..9, not ${o.etcdMembers}`);
   const network = o.network ?? '10.244.0.0/16';
   const net = tryParseCidr(network);
   if (!net || net.family !== 4) throw new Error(`--network must be an IPv4 CIDR, not ${JSON.stringify(network)}`);
+  let ipv6Network: string | undefined;
+  if (o.ipv6Network !== undefined) {
+    const v6 = tryParseCidr(o.ipv6Network);
+    // each node leases a /64; a /56 or wider holds the /24s of a /16 IPv4 network
+    if (!v6 || v6.family !== 6 || v6.prefix > 56) throw new Error(`--ipv6-network must be an IPv6 CIDR of /56 or wider (nodes lease a /64 each), not ${JSON.stringify(o.ipv6Network)}`);
+    ipv6Network = formatCidr(masked(v6));
+  }
   const serviceCidr = parseServiceCidr(o.serviceCidr ?? DEFAULT_SERVICE_CIDR);
   if (overlaps(parseCidr(serviceCidr), net)) throw new Error(`--service-cidr ${serviceCidr} overlaps the cluster network ${formatCidr(masked(net))}`);
   const proxyMode = o.proxyMode ?? DEFAULT_PROXY_MODE;
@@ -104,6 +114,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
         fabricNs: nsName(o.name, 'fabric'),
         fabricIp: underlayIp(k, FABRIC_HOST),
         network: formatCidr(masked(net)),
+        ...(ipv6Network ? { ipv6Network } : {}),
         backend: o.backend,
         store: o.store,
         namespaces: [nsName(o.name, 'fabric')],
@@ -226,6 +237,20 @@ export async function labDown(name: string, p: Progress = quiet()): Promise<Down
       );
       p.done(`${report.stopped.length} stopped`);
     }
+    // the tun backend's podnet-tund outlives its agent by design: each node's is stopped by PID
+    // (the agents are stopped already, so none starts it again), before the namespaces go. Node
+    // dirs the state does not know (a lost state file) are looked at too.
+    const nodeDirs = new Set(s ? Object.values(s.nodes).map((n) => n.dir) : []);
+    const nodesRoot = join(s?.dir ?? labDir(name), 'nodes');
+    try {
+      for (const d of readdirSync(nodesRoot)) nodeDirs.add(join(nodesRoot, d));
+    } catch {
+      /* no nodes dir */
+    }
+    for (const dir of nodeDirs) {
+      const pid = await stopNodeTund({ dir });
+      if (pid !== undefined) report.stopped.push(pid);
+    }
     const prefix = nsPrefix(name);
     const recorded = s ? [...Object.values(s.pods).map((x) => x.ns), ...s.namespaces.slice().reverse()] : [];
     const found = listNetns().filter((ns) => ns.startsWith(prefix));
@@ -289,6 +314,8 @@ export async function nodeDel(lab: string, name: string, p: Progress = quiet()):
   p.step(`stopping the agent of ${name}`);
   const subnet = nodeSubnet(n);
   await stopProcess(n.agent, 'SIGTERM', 5000);
+  // its datapath outlives the agent by design: stopped by PID before its namespace goes
+  await stopNodeTund(n);
   p.done();
   let leaseDeleted = false;
   let detail = 'no lease (the node never got a subnet)';

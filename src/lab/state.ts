@@ -7,7 +7,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFile
 import { join } from 'node:path';
 import { withFileLock } from '../util/lock.js';
 
-export type Backend = 'vxlan' | 'host-gw';
+export type Backend = 'vxlan' | 'host-gw' | 'tun';
+export const BACKENDS: readonly Backend[] = ['vxlan', 'host-gw', 'tun'];
 export type StoreKind = 'file' | 'etcd';
 export type ProxyMode = 'nftables' | 'iptables' | 'off';
 export const PROXY_MODES: readonly ProxyMode[] = ['nftables', 'iptables', 'off'];
@@ -102,6 +103,8 @@ export interface LabState {
   fabricNs: string;
   fabricIp: string;
   network: string;
+  /** the cluster's IPv6 network (net-conf IPv6Network), when the pods are dual-stack */
+  ipv6Network?: string;
   backend: Backend;
   store: StoreKind;
   /** every namespace created (or about to be), in creation order */

@@ -4,6 +4,7 @@
 import { isAlive, netnsExists } from './sys.js';
 import { DEFAULT_PROXY_MODE, DEFAULT_SERVICE_CIDR, listLabs, loadState, type LabState } from './state.js';
 import { nodeSubnet } from './lab.js';
+import { nodeTundPid } from './agents.js';
 import { isPodServer } from './serve.js';
 import { serviceList, serviceListFromState } from './service-ops.js';
 import { renderServices, type ServiceView } from './services.js';
@@ -15,11 +16,12 @@ export interface LabStatus {
   backend: string;
   store: string;
   network: string;
+  ipv6Network?: string;
   serviceCidr: string;
   proxyMode: string;
   underlay: string;
   fabric: { ns: string; ip: string; exists: boolean };
-  nodes: { name: string; ns: string; ip: string; subnet?: string; agentPid?: number; agentAlive: boolean; nsExists: boolean; log: string }[];
+  nodes: { name: string; ns: string; ip: string; subnet?: string; agentPid?: number; agentAlive: boolean; nsExists: boolean; log: string; tundPid?: number }[];
   pods: { name: string; node: string; ns: string; ips: string[]; ready: boolean; nsExists: boolean; serve?: { ports: string[]; pid?: number; alive: boolean; log: string } }[];
   etcd: { name: string; ns: string; ip: string; pid?: number; alive: boolean; endpoint: string }[];
   services: ServiceView[];
@@ -47,13 +49,14 @@ export function labStatus(s: LabState): LabStatus {
     backend: s.backend,
     store: s.store,
     network: s.network,
+    ...(s.ipv6Network ? { ipv6Network: s.ipv6Network } : {}),
     serviceCidr: s.serviceCidr ?? DEFAULT_SERVICE_CIDR,
     proxyMode: s.proxyMode ?? DEFAULT_PROXY_MODE,
     underlay: `192.168.${s.underlayK}.0/24`,
     fabric: { ns: s.fabricNs, ip: s.fabricIp, exists: netnsExists(s.fabricNs) },
     nodes: Object.values(s.nodes)
       .sort((a, b) => a.index - b.index)
-      .map((n) => ({ name: n.name, ns: n.ns, ip: n.ip, subnet: nodeSubnet(n), agentPid: n.agent?.pid, agentAlive: isAlive(n.agent), nsExists: netnsExists(n.ns), log: n.log })),
+      .map((n) => ({ name: n.name, ns: n.ns, ip: n.ip, subnet: nodeSubnet(n), agentPid: n.agent?.pid, agentAlive: isAlive(n.agent), nsExists: netnsExists(n.ns), log: n.log, ...(s.backend === 'tun' ? { tundPid: nodeTundPid(n) } : {}) })),
     pods: Object.values(s.pods)
       .sort((a, b) => a.node.localeCompare(b.node) || a.name.localeCompare(b.name))
       .map((p) => ({
@@ -80,10 +83,17 @@ function table(rows: string[][]): string {
 
 export function renderStatus(st: LabStatus): string {
   const out: string[] = [];
-  out.push(`lab ${st.name} (${st.phase}): ${st.backend}, store ${st.store}, cluster ${st.network}, services ${st.serviceCidr} (proxy ${st.proxyMode}), underlay ${st.underlay} (fabric ${st.fabric.ip}${st.fabric.exists ? '' : ', MISSING'})`);
+  out.push(`lab ${st.name} (${st.phase}): backend ${st.backend}, store ${st.store}, cluster ${st.network}${st.ipv6Network ? ` + ${st.ipv6Network}` : ''}, services ${st.serviceCidr} (proxy ${st.proxyMode}), underlay ${st.underlay} (fabric ${st.fabric.ip}${st.fabric.exists ? '' : ', MISSING'})`);
   out.push(`state ${st.dir}/state.json`);
   out.push('\nNodes:');
   if (st.nodes.length === 0) out.push('  (none)');
+  else if (st.backend === 'tun')
+    out.push(
+      table([
+        ['NODE', 'UNDERLAY IP', 'POD SUBNET', 'AGENT PID', 'AGENT', 'PODNET-TUND'],
+        ...st.nodes.map((n) => [n.name + (n.nsExists ? '' : ' (netns missing)'), n.ip, n.subnet ?? '-', n.agentPid ? String(n.agentPid) : '-', n.agentAlive ? 'running' : 'stopped', n.tundPid ? `PID ${n.tundPid}` : 'not running']),
+      ]),
+    );
   else
     out.push(
       table([

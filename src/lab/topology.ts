@@ -107,6 +107,7 @@ export function createNode(s: LabState, n: LabNode): void {
   mkdirSync(n.dir, { recursive: true });
   attachToUnderlay(s, n.ns, n.fabricIf, n.ip);
   sysctl(n.ns, 'net.ipv4.ip_forward=1');
+  if (s.ipv6Network) sysctl(n.ns, 'net.ipv6.conf.all.forwarding=1');
   // one bin dir per node: the compiled client reads .podnet-client.conf beside itself, and
   // that names the node's own agent socket
   installCni({ binDir: n.binDir, socket: n.socket }, [...SUPPORTED_VERSIONS]);
@@ -116,8 +117,9 @@ export function createNode(s: LabState, n: LabNode): void {
 export function writeNetConf(s: LabState): string {
   const p = join(s.dir, 'net-conf.json');
   mkdirSync(s.dir, { recursive: true });
-  const backend = s.backend === 'vxlan' ? { Type: 'vxlan', VNI: 1, Port: 8472 } : { Type: 'host-gw' };
-  writeFileSync(p, JSON.stringify({ Network: s.network, SubnetLen: 24, Backend: backend }, null, 2) + '\n');
+  const backend = s.backend === 'vxlan' ? { Type: 'vxlan', VNI: 1, Port: 8472 } : s.backend === 'tun' ? { Type: 'tun', Port: 8285 } : { Type: 'host-gw' };
+  const v6 = s.ipv6Network ? { IPv6Network: s.ipv6Network, IPv6SubnetLen: 64 } : {};
+  writeFileSync(p, JSON.stringify({ Network: s.network, SubnetLen: 24, ...v6, Backend: backend }, null, 2) + '\n');
   return p;
 }
 
