@@ -159,11 +159,17 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
       const peers = [...watcher.leases.values()].filter((l) => l.subnet !== held.lease.subnet);
       const full = wantFull;
       wantFull = false;
-      if (tundOpts && full && !findTund(tundOpts.dataDir)) {
-        // the datapath died (or was stopped) under a running agent: start it again
+      // one pidfile read and one /proc look per pass
+      if (tundOpts && !findTund(tundOpts.dataDir)) {
+        // the datapath died (or was stopped) under a running agent: start it again; the routes
+        // are reconciled whether or not that works (the next pass tries again)
         log.error('podnet-tund is not running: starting it again', { dataDir: tundOpts.dataDir });
-        writePeers(tundOpts.dataDir, readPeers(tundOpts.dataDir) ?? { locals, peers: [] });
-        tund = await ensureTund(tundOpts);
+        try {
+          writePeers(tundOpts.dataDir, readPeers(tundOpts.dataDir) ?? { locals, peers: [] });
+          tund = await ensureTund(tundOpts);
+        } catch (e) {
+          log.error('cannot start podnet-tund (retried on the next pass)', { error: (e as Error).message });
+        }
       }
       captured.take();
       const report = await reconciler.reconcile(held.lease, peers, { full });
