@@ -107,6 +107,8 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   const undo = async (e: unknown): Promise<never> => {
     if (tund?.action === 'started' && tundOpts) await stopTund(tundOpts.dataDir).catch(() => false);
     if (tun && dev?.action === 'created' && dev.device) await kernel.apply(ns, [{ op: 'link-del', name: dev.device, ignoreMissing: true }]).catch(() => undefined);
+    // tun: no lease either, so that no peer routes to a node without a datapath
+    if (tun) await store.revokeLease(held.leaseId).catch(() => {});
     await store.close().catch(() => {});
     throw e;
   };

@@ -411,6 +411,17 @@ describe('agent, tun backend: bad input is a clear error and nothing is built', 
     await nothingBuilt(n, { foreignTun: true });
   });
 
+  test('a datapath that cannot start after the device was made: the device and the lease go again', async () => {
+    const n = c.addNode('battach');
+    const bin = join(c.tmp, 'failing', 'podnet-tund');
+    mkdirSync(join(c.tmp, 'failing'), { recursive: true });
+    writeFileSync(bin, '#!/bin/sh\necho "TUNSETIFF podnet.tun: Device or resource busy" >&2\nexit 4\n', { mode: 0o755 });
+    const r = c.runAgent(n, { Network: '10.244.0.0/16', Backend: { Type: 'tun' } }, { PODNET_TUND: bin });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /podnet-tund cannot attach to the TUN device podnet\.tun \(TUNSETIFF podnet\.tun: Device or resource busy\)/);
+    await nothingBuilt(n);
+  });
+
   test('a missing podnet-tund binary', async () => {
     const n = c.addNode('bbin');
     const r = c.runAgent(n, { Network: '10.244.0.0/16', Backend: { Type: 'tun' } }, { PODNET_TUND: join(c.tmp, 'no-such-podnet-tund') });
