@@ -34,6 +34,7 @@ interface Pod {
   ns: string;
   node: Node;
   ip: string;
+  ip6?: string;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -184,7 +185,8 @@ class TunCluster {
       timeout: 30_000,
     });
     const res = JSON.parse(out) as { ips: { address: string }[] };
-    const pod: Pod = { name, ns, node, ip: res.ips[0].address.split('/')[0] };
+    const v6 = res.ips.find((x) => x.address.includes(':'));
+    const pod: Pod = { name, ns, node, ip: res.ips[0].address.split('/')[0], ...(v6 ? { ip6: v6.address.split('/')[0] } : {}) };
     this.pods.set(name, pod);
     return pod;
   }
@@ -348,6 +350,34 @@ describe('agent, tun backend: two nodes', { timeout: 300_000 }, () => {
     assert.ok(n2.agent && n2.agent.exitCode === null, 'the agent stays up');
     assert.match(readFileSync(join(n2.dir, 'agent.log'), 'utf8'), /podnet-tund is not running: starting it again/);
     await until('pods talk again', () => pingFrom(c.pods.get('n1a')!.ns, c.pods.get('n2a')!.ip, ['-W1']), 10_000);
+  });
+});
+
+describe('agent, tun backend: dual-stack pods', { timeout: 300_000 }, () => {
+  let c: TunCluster;
+  before(async () => {
+    ensureTundBuilt();
+    c = new TunCluster({ Network: '10.244.0.0/16', IPv6Network: 'fd00:10:244::/56', Backend: { Type: 'tun' } }, '192.168.218');
+    const [n1, n2] = [c.addNode('d1'), c.addNode('d2')];
+    await Promise.all([c.startAgent(n1), c.startAgent(n2)]);
+    c.addPod('d1a', n1);
+    c.addPod('d2a', n2);
+  });
+  after(() => c.cleanup());
+
+  test('IPv6 pod subnets are routed and in the peer table; pods reach each other over both families', async () => {
+    const [n1, n2] = [c.nodes.get('d1')!, c.nodes.get('d2')!];
+    const [a, b] = [c.pods.get('d1a')!, c.pods.get('d2a')!];
+    assert.ok(a.ip6 && b.ip6, 'pods have no IPv6 address');
+    const env2 = readFileSync(join(n2.dir, 'subnet.env'), 'utf8');
+    const v6sub2 = /PODNET_IPV6_SUBNET=(\S+)/.exec(env2)![1].replace(/::1\//, '::/');
+    await until('v6 peer route on d1', () => c.sh(n1.ns, ['ip', '-6', 'route', 'show', 'proto', '80']).includes(`${v6sub2} dev podnet.tun`));
+    assert.match(c.sh(n1.ns, ['ip', '-6', 'route', 'show', 'proto', '80']), /^fd00:10:244::\/56 dev podnet\.tun /m);
+    await until('v6 peer in d1 table', () => (readPeers(n1.data)?.peers ?? []).some((p) => p.subnet === v6sub2 && p.publicIP === n2.ip));
+    assert.equal(readPeers(n1.data)?.locals.length, 2);
+    assert.ok(pingFrom(a.ns, b.ip), 'IPv4 pod to pod');
+    assert.ok(pingFrom(a.ns, b.ip6!), 'IPv6 pod to pod');
+    assert.ok(pingFrom(b.ns, a.ip6!), 'IPv6 pod to pod, back');
   });
 });
 
