@@ -223,6 +223,25 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
     assert.equal(pingOut(a, ['-c', '2', '-i', '0.2', '-W', '2', '-s', '3000', `10.250.${b.i}.2`]).code, 0);
   });
 
+  it('ICMP errors from the far side reach the sender: "frag needed" from the remote node, port unreachable from the remote pod', () => {
+    const [a, b] = nodes;
+    // the remote node's link to its pod is narrower than the tunnel: it must say so to the sender
+    sh('ip', ['-n', b.ns, 'link', 'set', 'veth0', 'mtu', '1400']);
+    try {
+      const r = pingOut(a, ['-c', '1', '-W', '2', '-M', 'do', '-s', '1400', `10.250.${b.i}.2`]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.out, /Frag needed and DF set \(mtu = 1400\)/, r.out);
+      // and the sender learnt it: its next try is refused locally with the new path MTU
+      const again = pingOut(a, ['-c', '1', '-W', '2', '-M', 'do', '-s', '1400', `10.250.${b.i}.2`]);
+      assert.match(again.out, /mtu[= ]+1400/i, again.out);
+    } finally {
+      sh('ip', ['-n', b.ns, 'link', 'set', 'veth0', 'mtu', '1500']);
+      sh('ip', ['-n', a.pod, 'route', 'flush', 'cache'], { allowFail: true });
+    }
+    const refused = spawnSync('ip', ['netns', 'exec', a.pod, 'socat', '-T', '2', '-', `UDP4:10.250.${b.i}.2:9999`], { input: 'anyone?\n', encoding: 'utf8', timeout: 10_000 });
+    assert.match(refused.stderr, /Connection refused/, refused.stderr);
+  });
+
   it('a destination no peer leases gets ICMP unreachable at once, v4 and v6, and is counted', async () => {
     const [a] = nodes;
     const before = await stats(a);
