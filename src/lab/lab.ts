@@ -259,8 +259,17 @@ export async function labDown(name: string, p: Progress = quiet()): Promise<Down
     // A process started in a lab namespace whose PID the lab never got to record (killed between
     // spawn and the state write) would keep running after its namespace is deleted. The kernel
     // knows which processes live in the lab's own namespaces: stop those, by PID.
-    const strays = order.filter(netnsExists).flatMap((ns) => netnsPids(ns));
-    for (const ref of strays) if (await stopProcess(ref, 'SIGTERM', 3000)) report.stopped.push(ref.pid);
+    // An unrecorded agent stopped here may have started a podnet-tund meanwhile: look again
+    // (stopping each node's daemon through its pidfile first) until the namespaces hold nothing.
+    for (let pass = 0; pass < 3; pass++) {
+      const strays = order.filter(netnsExists).flatMap((ns) => netnsPids(ns));
+      if (strays.length === 0) break;
+      for (const ref of strays) if (await stopProcess(ref, 'SIGTERM', 3000)) report.stopped.push(ref.pid);
+      for (const dir of nodeDirs) {
+        const pid = await stopNodeTund({ dir });
+        if (pid !== undefined) report.stopped.push(pid);
+      }
+    }
     p.step(`deleting ${order.filter(netnsExists).length} namespaces`);
     for (const ns of order) {
       if (!netnsExists(ns)) continue;

@@ -26,7 +26,9 @@ const LAB_DIR = mkdtempSync(join(tmpdir(), 'pnlab-tun-test-'));
 const TMP = mkdtempSync(join(tmpdir(), 'pnlab-tun-data-'));
 const LAB = `t${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
 const V6NET = 'fd00:10:244::/48';
-const cli = (args: string[]) => labCli(LAB_DIR, [...args, '--name', LAB], { timeoutMs: 240_000 });
+const cli = (args: string[], lab = LAB) => labCli(LAB_DIR, [...args, '--name', lab], { timeoutMs: 240_000 });
+/** every lab this file makes: the main one, the demo's, the ones whose `lab up` is killed */
+const LABS = [LAB, `${LAB}d`, `${LAB}k`, `${LAB}s`];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const started: ChildProcess[] = [];
 
@@ -198,8 +200,8 @@ after(async () => {
       /* gone */
     }
   }
-  if (existsSync(join(LAB_DIR, LAB))) cli(['down']);
-  for (const ns of netnsWithPrefix(`pnlab-${LAB}-`)) spawnSync('ip', ['netns', 'del', ns]);
+  for (const l of LABS) if (existsSync(join(LAB_DIR, l))) cli(['down'], l);
+  for (const l of LABS) for (const ns of netnsWithPrefix(`pnlab-${l}-`)) spawnSync('ip', ['netns', 'del', ns]);
   rmSync(LAB_DIR, { recursive: true, force: true });
   rmSync(TMP, { recursive: true, force: true });
 });
@@ -464,3 +466,55 @@ async function waitListen(ns: string, port: number, proto: 'tcp' | 'udp'): Promi
     await sleep(50);
   }
 }
+
+describe('lab --backend tun: demo, and a `lab up` killed half-way', { skip, timeout: 600_000 }, () => {
+  it('lab demo --backend tun: 3 nodes, 2 pods each, every pair reachable, cross-node pairs through the tunnel, nothing left', () => {
+    const l = `${LAB}d`;
+    const r = labCli(LAB_DIR, ['demo', '--name', l, '--backend', 'tun', '-o', 'json'], { timeoutMs: 240_000 });
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const d = JSON.parse(r.stdout) as { backend: string; pods: { name: string; node: string }[]; pairs: { from: string; to: string; path: string; ok: boolean }[]; failures: number };
+    assert.equal(d.backend, 'tun');
+    assert.equal(d.pairs.length, 30);
+    assert.equal(d.failures, 0, JSON.stringify(d.pairs.filter((p) => !p.ok)));
+    const nodeOf = new Map(d.pods.map((p) => [p.name, p.node]));
+    for (const p of d.pairs) assert.equal(p.path, nodeOf.get(p.from) === nodeOf.get(p.to) ? 'same node' : 'tunnel (tun)', `${p.from} → ${p.to}`);
+    assert.deepEqual(netnsWithPrefix(`pnlab-${l}-`), []);
+  });
+
+  for (const lostState of [false, true]) {
+    it(`lab up killed once a podnet-tund runs${lostState ? ', its state file lost too' : ''}: lab down stops every podnet-tund by PID and removes every namespace`, async () => {
+      const l = lostState ? `${LAB}s` : `${LAB}k`;
+      const up = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/lab/standalone.ts'), 'lab', 'up', '--name', l, '--nodes', '3', '--backend', 'tun'], {
+        cwd: ROOT,
+        env: { ...process.env, PODNET_LAB_DIR: LAB_DIR },
+        stdio: 'ignore',
+      });
+      started.push(up);
+      const pidfile = join(LAB_DIR, l, 'nodes', 'n1', 'agent', 'tund', 'pid');
+      const t0 = Date.now();
+      while (!existsSync(pidfile)) {
+        if (Date.now() - t0 > 60_000) assert.fail(`no ${pidfile} within 60 s`);
+        await sleep(5);
+      }
+      up.kill('SIGKILL');
+      await new Promise((r) => (up.exitCode !== null || up.signalCode !== null ? r(null) : up.once('exit', r)));
+      // whatever the agents got to start by now (they keep going without the lab process)
+      await sleep(1500);
+      const pids: number[] = [];
+      for (const n of ['n1', 'n2', 'n3']) {
+        try {
+          pids.push(Number(readFileSync(join(LAB_DIR, l, 'nodes', n, 'agent', 'tund', 'pid'), 'utf8').trim()));
+        } catch {
+          /* that node's daemon did not start (yet) */
+        }
+      }
+      assert.ok(pids.length >= 1 && pids.every(tundRuns), `podnet-tund PIDs ${pids.join(', ')}`);
+      if (lostState) rmSync(join(LAB_DIR, l, 'state.json'));
+      const r = cli(['down'], l);
+      assert.equal(r.code, 0, r.stderr);
+      for (const pid of pids) assert.ok(!tundRuns(pid), `podnet-tund PID ${pid} still runs`);
+      assert.deepEqual(netnsWithPrefix(`pnlab-${l}-`), []);
+      assert.ok(!existsSync(join(LAB_DIR, l)));
+    });
+  }
+});
