@@ -7,10 +7,10 @@
 //   - a podnet route whose key is not desired is deleted, whoever it once belonged to;
 //   - a FOREIGN route (any other proto) on a desired key is never replaced: that peer is refused
 //     with an error naming the route, because `ip route replace` would silently take it over.
-import type { KernelOp, Route, RouteSpec } from '../../kernel/types.js';
+import type { KernelAdapter, KernelOp, NetnsRef, Route, RouteSpec } from '../../kernel/types.js';
 import { describeOp } from '../../kernel/render.js';
 import type { NodeLease } from '../lease.js';
-import { canonicalIP, formatCidr, masked, overlaps, size, tryParseCidr, type Cidr } from '../../util/ip.js';
+import { canonicalIP, formatCidr, formatIP, masked, network, overlaps, parseCidr, size, tryParseCidr, type Cidr } from '../../util/ip.js';
 import { PODNET_RTPROTO_STR, type PeerError } from './types.js';
 
 export function peerError(p: NodeLease, message: string): PeerError {
@@ -191,4 +191,41 @@ export function diffRoutes(desired: DesiredRoute[], actual: Route[], errors: Pee
 /** One line per op, the way the reconciler reports and logs them. */
 export function describePlan(ops: KernelOp[]): string[] {
   return ops.map((o) => describeOp(o));
+}
+
+/** A subnet's network address (10.244.2.0/24 → 10.244.2.0): the address a tunnel device holds. */
+export function subnetAddr(subnet: string): string {
+  return formatIP(network(parseCidr(subnet)));
+}
+
+/**
+ * The ops that leave a tunnel device (vxlan, tun) with exactly the own subnet's network address
+ * /32 (and the IPv6 subnet's /128), appended to `ops`; what differs is noted in `reasons` when the
+ * device was adopted. `existing`: the device is kept (its addresses are read); IPv6 link-local
+ * addresses are the kernel's and stay.
+ */
+export async function planDeviceAddresses(
+  kernel: KernelAdapter,
+  ns: NetnsRef,
+  device: string,
+  own: { subnet: string; ipv6Subnet?: string },
+  existing: boolean,
+  adopted: boolean,
+  ops: KernelOp[],
+  reasons: string[],
+): Promise<void> {
+  const want = [`${subnetAddr(own.subnet)}/32`, ...(own.ipv6Subnet ? [`${subnetAddr(own.ipv6Subnet)}/128`] : [])];
+  const have = existing ? (await kernel.addresses(ns, device)).filter((a) => !(a.family === 6 && a.scope === 'link')).map((a) => `${canonicalIP(a.address)}/${a.prefixLen}`) : [];
+  for (const h of have) {
+    if (!want.includes(h)) {
+      reasons.push(`stray address ${h} removed`);
+      ops.push({ op: 'addr-del', dev: device, cidr: h, ignoreMissing: true });
+    }
+  }
+  for (const w of want) {
+    if (!have.includes(w)) {
+      if (adopted) reasons.push(`address ${w} added`);
+      ops.push({ op: 'addr-add', dev: device, cidr: w, nodad: true });
+    }
+  }
 }

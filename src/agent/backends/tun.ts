@@ -22,8 +22,7 @@ import type { KernelOp, Link, Route } from '../../kernel/types.js';
 import type { NodeLease } from '../lease.js';
 import { canonicalIP, tryParseIP } from '../../util/ip.js';
 import { writePeers } from '../tund/index.js';
-import { canonCidr, diffRoutes, isPodnetRoute, peerError, peerName, validatePeers, type DesiredRoute } from './common.js';
-import { vtepAddr } from './vxlan.js';
+import { canonCidr, diffRoutes, isPodnetRoute, peerError, peerName, validatePeers, planDeviceAddresses, type DesiredRoute } from './common.js';
 import {
   DEFAULT_TUN_PORT,
   PODNET_RTPROTO_STR,
@@ -176,21 +175,8 @@ export class TunBackend implements Backend {
       action = 'created';
       ops.push({ op: 'link-add', spec: { kind: 'tun', name: this.device, vnetHdr: true, mtu } }, { op: 'link-set', name: this.device, alias: TUN_ALIAS, up: true });
     }
-    // addresses: exactly the own subnet's network address /32 (and /128); link-local ones are the kernel's
-    const want = [`${vtepAddr(own.subnet)}/32`, ...(own.ipv6Subnet ? [`${vtepAddr(own.ipv6Subnet)}/128`] : [])];
-    const have = existing ? (await kernel.addresses(ns, this.device)).filter((a) => !(a.family === 6 && a.scope === 'link')).map((a) => `${canonicalIP(a.address)}/${a.prefixLen}`) : [];
-    for (const h of have) {
-      if (!want.includes(h)) {
-        reasons.push(`stray address ${h} removed`);
-        ops.push({ op: 'addr-del', dev: this.device, cidr: h, ignoreMissing: true });
-      }
-    }
-    for (const w of want) {
-      if (!have.includes(w)) {
-        if (action === 'adopted') reasons.push(`address ${w} added`);
-        ops.push({ op: 'addr-add', dev: this.device, cidr: w, nodad: true });
-      }
-    }
+    // addresses: exactly the own subnet's network address /32 (and /128)
+    await planDeviceAddresses(kernel, ns, this.device, own, !!existing, action === 'adopted', ops, reasons);
     if (action === 'adopted' && ops.length === 0) action = 'none';
     if (ops.length) {
       try {

@@ -29,8 +29,8 @@
 //     in 5.7 (ea64d8d6c675); podnet requires a newer kernel and does not turn offloads off.
 import type { KernelOp, Link } from '../../kernel/types.js';
 import type { NodeLease } from '../lease.js';
-import { canonicalIP, formatIP, network, parseCidr, tryParseIP } from '../../util/ip.js';
-import { canonCidr, diffRoutes, peerError, peerName, validatePeers, type DesiredRoute } from './common.js';
+import { canonicalIP, formatIP, tryParseIP } from '../../util/ip.js';
+import { canonCidr, diffRoutes, peerError, peerName, planDeviceAddresses, subnetAddr, validatePeers, type DesiredRoute } from './common.js';
 import { DEFAULT_VNI, DEFAULT_VXLAN_PORT, PODNET_RTPROTO_STR, type ActualState, type Backend, type DeviceContext, type DeviceResult, type PeerError, type PeerPlan } from './types.js';
 
 export interface VxlanConfig {
@@ -51,7 +51,7 @@ export function vxlanDeviceName(vni: number): string {
 
 /** The VTEP address of a subnet: its network address (10.244.2.0/24 → 10.244.2.0). */
 export function vtepAddr(subnet: string): string {
-  return formatIP(network(parseCidr(subnet)));
+  return subnetAddr(subnet);
 }
 
 function normMac(m: unknown): string | undefined {
@@ -146,21 +146,8 @@ export class VxlanBackend implements Backend {
     if (!existing || why.length > 0 || !existing.up) ops.push({ op: 'link-set', name: this.device, up: true });
     if (existing && why.length === 0 && !existing.up) reasons.push('was down');
 
-    // addresses: exactly the VTEP /32 (and /128); IPv6 link-local ones are the kernel's
-    const want = [`${vtepAddr(own.subnet)}/32`, ...(own.ipv6Subnet ? [`${vtepAddr(own.ipv6Subnet)}/128`] : [])];
-    const have = existing && why.length === 0 ? (await kernel.addresses(ns, this.device)).filter((a) => !(a.family === 6 && a.scope === 'link')).map((a) => `${canonicalIP(a.address)}/${a.prefixLen}`) : [];
-    for (const h of have) {
-      if (!want.includes(h)) {
-        reasons.push(`stray address ${h} removed`);
-        ops.push({ op: 'addr-del', dev: this.device, cidr: h, ignoreMissing: true });
-      }
-    }
-    for (const w of want) {
-      if (!have.includes(w)) {
-        if (action === 'adopted') reasons.push(`address ${w} added`);
-        ops.push({ op: 'addr-add', dev: this.device, cidr: w, nodad: true });
-      }
-    }
+    // addresses: exactly the VTEP /32 (and /128)
+    await planDeviceAddresses(kernel, ns, this.device, own, !!existing && why.length === 0, action === 'adopted', ops, reasons);
     if (action === 'adopted' && ops.length === 0) action = 'none';
     if (ops.length) await kernel.apply(ns, ops);
     const l = await kernel.link(ns, this.device);
