@@ -19,7 +19,7 @@
 #define UDP_GRO 104
 #endif
 
-#define BATCH 16
+#define BATCH 32
 #define RXBUF 65536
 
 // A run of coalescable TCP segments being built in `buf` after a virtio-net header.
@@ -225,7 +225,9 @@ void *rx_loop(void *arg) {
           if (g > 0) seg = (size_t)g;
         }
       }
-      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+      if ((msgs[i].msg_hdr.msg_flags & MSG_TRUNC) || len == 0) {
+        // cut short by the buffer, or an empty datagram: no packet in it
+        COUNT(udp_recv_datagrams, 1);
         COUNT(drop_malformed, 1);
         continue;
       }

@@ -89,10 +89,19 @@ static void flush_chunks(struct dp *d, const struct peer *p, struct chunks *c, s
     int r = sendmmsg(d->udp, c->m + done, (unsigned)(c->n - done), 0);
     COUNT(udp_send_calls, 1);
     if (r < 0) {
-      if (errno == EIO || errno == EINVAL || errno == EOPNOTSUPP) {
+      if (errno == EIO || errno == EOPNOTSUPP) {
+        // no UDP GSO on this path at all (e.g. an xfrm route): for good
         logmsg("UDP_SEGMENT refused (%s): sending datagrams one by one", strerror(errno));
         d->gso_ok = 0;
         break;
+      }
+      if (errno == EINVAL || errno == EMSGSIZE) {
+        // this segment size does not fit the underlay's MTU (the kernel's check): this chunk
+        // goes datagram by datagram, where each too-big one fails alone; GSO stays on
+        COUNT(errors, 1);
+        send_each(d, p, c->iov[done].iov_base, seglen, c->iov[done].iov_len);
+        done++;
+        continue;
       }
       if (errno != EAGAIN && errno != ENOBUFS && errno != ECONNREFUSED && errno != EHOSTUNREACH && errno != ENETUNREACH) COUNT(errors, 1);
       done++; // this chunk is lost, as a full queue loses a packet; TCP resends

@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { NetnsFixture, nsExec, sh } from '../helpers/netns.js';
+import { nsExec, sh } from '../helpers/netns.js';
 import { ensureBuilt } from '../helpers/cni.js';
 
 const BIN = join(process.cwd(), 'dist', 'podnet-tund');
@@ -25,7 +25,16 @@ interface Node {
   pid?: number;
 }
 
-const fx = new NetnsFixture();
+// Namespaces of this file are named pnttund-<run>-<tag>; after() deletes each one it made.
+const RUN = `pnttund-${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
+const made: string[] = [];
+function addNetns(tag: string): string {
+  const name = `${RUN}-${tag}`;
+  sh('ip', ['netns', 'add', name]);
+  made.push(name);
+  sh('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+  return name;
+}
 const started: number[] = [];
 let tmp = '';
 const nodes: Node[] = [];
@@ -95,6 +104,19 @@ function pingOut(from: Node, args: string[]): { code: number | null; out: string
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
+/** Runs a node script in a netns (argv after the script: process.argv.slice(1)). */
+function nodeIn(ns: string, script: string, args: string[] = [], timeout = 20_000) {
+  return spawnSync('ip', ['netns', 'exec', ns, process.execPath, '-e', script, ...args], { encoding: 'utf8', timeout });
+}
+
+/** Datagram k of the UDP test: its size walks 1..MTU-28 (the largest that fits the pod MTU). */
+function datagram(k: number): Buffer {
+  const size = k === 0 ? MTU - 28 : 1 + ((k * 97) % (MTU - 28));
+  const b = Buffer.alloc(size);
+  for (let j = 0; j < size; j++) b[j] = (k * 31 + j * 7) & 0xff;
+  return b;
+}
+
 /** Sends `data` over TCP from a's pod to b's pod and returns the sha256 the receiver computed. */
 async function tcpDigest(a: Node, b: Node, data: Buffer, v6: boolean, port: number): Promise<string> {
   const recv = spawn('ip', ['netns', 'exec', b.pod, 'sh', '-c', `socat -u ${v6 ? 'TCP6' : 'TCP4'}-LISTEN:${port},reuseaddr - | sha256sum`], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -119,7 +141,7 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
     assert.ok(existsSync(BIN), `${BIN} missing: npm run build compiles it (needs cc)`);
     tmp = mkdtempSync(join(tmpdir(), 'pnt-tund-'));
     for (const i of [1, 2]) {
-      const n: Node = { i, ns: fx.add(`tn${i}`), pod: fx.add(`tp${i}`), dir: join(tmp, `n${i}`) };
+      const n: Node = { i, ns: addNetns(`node${i}`), pod: addNetns(`pod${i}`), dir: join(tmp, `n${i}`) };
       sh('mkdir', ['-p', n.dir]);
       nodes.push(n);
     }
@@ -161,7 +183,7 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
         /* already gone */
       }
     }
-    fx.cleanup();
+    for (const ns of made.reverse()) sh('ip', ['netns', 'del', ns], { allowFail: true });
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
@@ -211,6 +233,34 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
     assert.equal(lines.length, 3, out + err);
     for (const l of lines) {
       assert.match(l, /udp sum ok/, l);
+    }
+    // and their bytes: 60 datagrams of 1..MTU-28 bytes, v4 and v6, each compared by sha256
+    const N = 60;
+    for (const v6 of [false, true]) {
+      const port = v6 ? 7202 : 7201;
+      const recv = spawn('ip', ['netns', 'exec', b.pod, process.execPath, '-e', `
+        const s = require('dgram').createSocket('${v6 ? 'udp6' : 'udp4'}');
+        const got = [];
+        s.on('message', (m) => { got.push(require('crypto').createHash('sha256').update(m).digest('hex')); if (got.length === ${N}) { console.log(JSON.stringify(got)); process.exit(0); } });
+        s.bind(${port});
+        setTimeout(() => { console.log(JSON.stringify(got)); process.exit(0); }, 15000);
+      `], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      recv.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const done = new Promise<void>((res) => recv.on('exit', () => res()));
+      await waitFor('udp listener', () => nsExec(b.pod, ['ss', '-Huln', `sport = :${port}`], { allowFail: true }).includes(String(port)));
+      const payloads = Array.from({ length: N }, (_, k) => datagram(k));
+      const r = nodeIn(a.pod, `
+        const s = require('dgram').createSocket('${v6 ? 'udp6' : 'udp4'}');
+        const list = JSON.parse(process.argv[1]).map((h) => Buffer.from(h, 'hex'));
+        let k = 0;
+        const next = () => { if (k === list.length) return s.close(); s.send(list[k++], ${port}, '${v6 ? `fd00:250:${b.i}::2` : `10.250.${b.i}.2`}', (e) => { if (e) { console.error(e.message); process.exit(1); } setTimeout(next, 2); }); };
+        next();
+      `, [JSON.stringify(payloads.map((x) => x.toString('hex')))]);
+      assert.equal(r.status, 0, r.stderr);
+      await done;
+      const want = payloads.map((x) => createHash('sha256').update(x).digest('hex'));
+      assert.deepEqual(JSON.parse(out), want, `${v6 ? 'IPv6' : 'IPv4'} datagrams differ or are missing`);
     }
   });
 
@@ -313,6 +363,71 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
     await Promise.race([exited2, sleep(5000)]);
     cap2.kill();
     assert.match(seen2, /10\.250\.1\.9\.40000 > 10\.250\.2\.2\.7300/);
+  });
+
+  it('malformed datagrams from a peer are dropped and counted, and the daemon keeps forwarding', async () => {
+    const [a, b] = nodes;
+    const v4 = (mut: (p: Buffer) => void, len = 40): Buffer => {
+      const p = Buffer.alloc(len);
+      p[0] = 0x45;
+      p.writeUInt16BE(len, 2);
+      p[8] = 64;
+      p[9] = 6;
+      Buffer.from([10, 250, a.i, 2]).copy(p, 12);
+      Buffer.from([10, 250, b.i, 2]).copy(p, 16);
+      mut(p);
+      return p;
+    };
+    const bad: Buffer[] = [
+      Buffer.alloc(0), // empty
+      Buffer.from([0x45]), // one byte
+      Buffer.alloc(19, 0x45), // shorter than an IPv4 header
+      v4((p) => (p[0] = 0x4f)), // IHL 60 > 40 bytes
+      v4((p) => (p[0] = 0x44)), // IHL 16 < 20
+      v4((p) => p.writeUInt16BE(1000, 2)), // total length beyond the datagram
+      v4((p) => p.writeUInt16BE(20, 2)), // total length short of it
+      v4((p) => (p[0] = 0x05)), // version 0
+      v4((p) => (p[0] = 0x65), 39), // IPv6 shorter than its header
+      randomBytes(1200).fill(0xf0, 0, 1), // garbage, version 15
+    ];
+    const before = await stats(b);
+    const r = nodeIn(a.ns, `
+      const s = require('dgram').createSocket('udp4');
+      const list = JSON.parse(process.argv[1]).map((h) => Buffer.from(h, 'hex'));
+      s.bind({ address: '10.99.0.${a.i}', port: 0 }, () => {
+        let k = 0;
+        const next = () => { if (k === list.length) return s.close(); s.send(list[k++], 8285, '10.99.0.${b.i}', (e) => { if (e) { console.error(e.message); process.exit(1); } next(); }); };
+        next();
+      });
+    `, [JSON.stringify(bad.map((x) => x.toString('hex')))]);
+    assert.equal(r.status, 0, r.stderr);
+    let after = await stats(b);
+    const t0 = Date.now();
+    while (after.drop_malformed - before.drop_malformed < bad.length && Date.now() - t0 < 5000) after = await stats(b);
+    assert.equal(after.drop_malformed - before.drop_malformed, bad.length);
+    assert.ok(existsSync(`/proc/${b.pid}`));
+    assert.equal(pingOut(a, ['-c', '1', '-W', '2', `10.250.${b.i}.2`]).code, 0);
+  });
+
+  it('the daemon outlives its parent: a kill -9 of the process that started it changes nothing', async () => {
+    const [a, b] = nodes;
+    const old = b.pid!;
+    process.kill(old, 'SIGTERM');
+    await waitFor('old daemon gone', () => !existsSync(files(b).pid));
+    // started by a shell that is then killed with SIGKILL, as the agent may be
+    const f = files(b);
+    const parent = spawn('sh', ['-c', `nsenter --net=/run/netns/${b.ns} "$0" "$@" & wait`, BIN, ...tundArgs(b)], { detached: true, stdio: 'ignore' });
+    parent.unref();
+    started.push(parent.pid!);
+    const pid = await waitFor('pidfile', () => existsSync(f.pid) && Number(readFileSync(f.pid, 'utf8').trim()));
+    started.push(pid);
+    b.pid = pid;
+    assert.equal(readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[3], String(parent.pid));
+    process.kill(parent.pid!, 'SIGKILL');
+    await waitFor('parent gone', () => readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[3] !== String(parent.pid));
+    assert.equal(pingOut(a, ['-c', '3', '-i', '0.2', '-W', '2', `10.250.${b.i}.2`]).code, 0);
+    assert.equal(pingOut(b, ['-c', '1', '-W', '2', `10.250.${a.i}.2`]).code, 0);
+    assert.ok(existsSync(`/proc/${pid}`));
   });
 
   it('SIGHUP takes a changed peers file: a peer removed is unreachable, put back it is reachable', async () => {
