@@ -45,7 +45,7 @@ void icmp_unreachable(int tun, const uint8_t *pkt, size_t len) {
     if (ihl < 20 || len < ihl) return;
     // never an error about an error, nor about a fragment other than the first (RFC 1122 3.2.2)
     if (pkt[9] == IPPROTO_ICMP && len >= ihl + 1 && pkt[ihl] != 8 && pkt[ihl] != 0 && pkt[ihl] != 13 && pkt[ihl] != 15) return;
-    if ((ntohs(*(const uint16_t *)(pkt + 6)) & 0x1fff) != 0) return;
+    if ((be16(pkt + 6) & 0x1fff) != 0) return;
     // nor about multicast or broadcast
     if (pkt[16] >= 224 || (pkt[16] & pkt[17] & pkt[18] & pkt[19]) == 255) return;
     if (!allow()) return;

@@ -107,7 +107,7 @@ static int same_headers(const uint8_t *a, const uint8_t *b, int family, size_t i
 static int coalescable(const uint8_t *pkt, size_t len, int family, size_t *iphl, size_t *hdr) {
   if (family == 4) {
     if ((pkt[0] & 15) != 5 || pkt[9] != IPPROTO_TCP) return 0;
-    if ((ntohs(*(const uint16_t *)(pkt + 6)) & 0x3fff) != 0) return 0;
+    if ((be16(pkt + 6) & 0x3fff) != 0) return 0;
     *iphl = 20;
   } else {
     if (pkt[6] != IPPROTO_TCP) return 0;
@@ -164,12 +164,12 @@ static int check(const struct table *t, const struct sockaddr_storage *from, con
   const uint8_t *src, *dst;
   if (len >= 20 && (pkt[0] >> 4) == 4) {
     size_t ihl = (size_t)(pkt[0] & 15) * 4;
-    if (ihl < 20 || ihl > len || ntohs(*(const uint16_t *)(pkt + 2)) != len) goto malformed;
+    if (ihl < 20 || ihl > len || be16(pkt + 2) != len) goto malformed;
     family = 4;
     src = pkt + 12;
     dst = pkt + 16;
   } else if (len >= 40 && (pkt[0] >> 4) == 6) {
-    if ((size_t)ntohs(*(const uint16_t *)(pkt + 4)) + 40 != len) goto malformed;
+    if ((size_t)be16(pkt + 4) + 40 != len) goto malformed;
     family = 6;
     src = pkt + 8;
     dst = pkt + 24;

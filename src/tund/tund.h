@@ -57,6 +57,9 @@ extern struct stats g_stats;
 #define COUNT(field, n) __atomic_fetch_add(&g_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
 #define READ(field) __atomic_load_n(&g_stats.field, __ATOMIC_RELAXED)
 
+// A big-endian 16-bit field at any alignment (datagrams of odd sizes put headers anywhere).
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
 // table.c
 struct table *table_load(const char *path, int udp_family);
 void table_free(struct table *t);
