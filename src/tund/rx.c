@@ -22,9 +22,16 @@
 #define BATCH 32
 #define RXBUF 65536
 
-// A run of coalescable TCP segments being built in `buf` after a virtio-net header.
+// A run of coalescable TCP segments: the first one's headers (copied, after a virtio-net header)
+// and every segment's payload in place in the receive buffers, written with one writev. The
+// buffers are reused only by the next recvmmsg, and a run is flushed before that.
+#define RUN_MAX_SEGS 64
+#define MAX_HDR 120
 struct run {
-  uint8_t buf[VNET_HDR_LEN + MAX_PKT + 64];
+  uint8_t head[VNET_HDR_LEN + MAX_HDR];
+  struct iovec iov[1 + RUN_MAX_SEGS];
+  const uint8_t *first; // the first segment as received
+  size_t first_len;
   int active;
   int family;
   size_t iphl, hdr;   // IP header length, IP+TCP header length
@@ -33,6 +40,7 @@ struct run {
   uint32_t next_seq;
   int segs;
   int closed;         // a short or PSH segment ended it: nothing more may follow
+  int psh;
 };
 
 static void write_plain(int tun, const uint8_t *pkt, size_t len) {
@@ -50,13 +58,14 @@ static void write_plain(int tun, const uint8_t *pkt, size_t len) {
 static void flush(int tun, struct run *r) {
   if (!r->active) return;
   r->active = 0;
-  uint8_t *ip = r->buf + VNET_HDR_LEN;
-  size_t len = r->hdr + r->payload;
   if (r->segs == 1) {
     // one segment: written exactly as it came, checksums the sender's
-    write_plain(tun, ip, len);
+    write_plain(tun, r->first, r->first_len);
     return;
   }
+  uint8_t *ip = r->head + VNET_HDR_LEN;
+  size_t len = r->hdr + r->payload;
+  if (r->psh) ip[r->iphl + 13] |= 0x08;
   if (r->family == 4) {
     uint16_t tot = htons((uint16_t)len);
     memcpy(ip + 2, &tot, 2);
@@ -78,8 +87,9 @@ static void flush(int tun, struct run *r) {
       .csum_start = (uint16_t)r->iphl,
       .csum_offset = 16,
   };
-  memcpy(r->buf, &vh, sizeof vh);
-  ssize_t n = write(tun, r->buf, VNET_HDR_LEN + len);
+  memcpy(r->head, &vh, sizeof vh);
+  r->iov[0] = (struct iovec){.iov_base = r->head, .iov_len = VNET_HDR_LEN + r->hdr};
+  ssize_t n = writev(tun, r->iov, 1 + r->segs);
   if (n < 0) {
     if (errno != EAGAIN && errno != ENOBUFS) COUNT(errors, 1);
     return;
@@ -134,19 +144,26 @@ static void deliver(int tun, struct run *r, const uint8_t *pkt, size_t len, int 
   memcpy(&seq, pkt + iphl + 4, 4);
   seq = ntohl(seq);
   int psh = pkt[iphl + 13] & 0x08;
-  uint8_t *rip = r->buf + VNET_HDR_LEN;
-  if (r->active && !r->closed && r->family == family && r->hdr == hdr && seq == r->next_seq && plen <= r->mss && r->hdr + r->payload + plen <= MAX_PKT &&
-      same_headers(rip, pkt, family, iphl, hdr)) {
-    memcpy(rip + r->hdr + r->payload, pkt + hdr, plen);
+  const uint8_t *rip = r->head + VNET_HDR_LEN;
+  if (r->active && !r->closed && r->family == family && r->hdr == hdr && seq == r->next_seq && plen <= r->mss && r->segs < RUN_MAX_SEGS &&
+      r->hdr + r->payload + plen <= MAX_PKT && same_headers(rip, pkt, family, iphl, hdr)) {
+    r->iov[1 + r->segs] = (struct iovec){.iov_base = (void *)(pkt + hdr), .iov_len = plen};
     r->payload += plen;
     r->next_seq += (uint32_t)plen;
     r->segs++;
-    if (psh) rip[iphl + 13] |= 0x08;
+    if (psh) r->psh = 1;
     if (plen < r->mss || psh) r->closed = 1;
     return;
   }
   flush(tun, r);
-  memcpy(rip, pkt, len);
+  if (hdr > MAX_HDR) {
+    write_plain(tun, pkt, len);
+    return;
+  }
+  memcpy(r->head + VNET_HDR_LEN, pkt, hdr);
+  r->iov[1] = (struct iovec){.iov_base = (void *)(pkt + hdr), .iov_len = plen};
+  r->first = pkt;
+  r->first_len = len;
   r->active = 1;
   r->family = family;
   r->iphl = iphl;
@@ -156,6 +173,7 @@ static void deliver(int tun, struct run *r, const uint8_t *pkt, size_t len, int 
   r->next_seq = seq + (uint32_t)plen;
   r->segs = 1;
   r->closed = psh != 0;
+  r->psh = psh != 0;
 }
 
 // Checks one inner packet; returns its family, or 0 when it is dropped (and counted).

@@ -67,23 +67,39 @@ static int send_one(const struct dp *d, const struct peer *p, const uint8_t *buf
   return 0;
 }
 
-// Chunks of equal-sized segments waiting to leave in one sendmmsg, each a UDP_SEGMENT message.
-#define MAX_CHUNKS 4
+// A super-packet cut up without copying its payload: segment i is iov[2i] (its own copy of the
+// headers, fixed up) and iov[2i+1] (its payload, in place in the read buffer).
+#define MAX_SEGS (MAX_PKT / MIN_MSS + 1)
+#define MAX_HDR 120 // IPv6 40 + TCP 60, rounded up
+static uint8_t g_hdrs[MAX_SEGS][MAX_HDR];
+static struct iovec g_iov[2 * MAX_SEGS];
+
+// Messages of equal-sized segments waiting to leave in one sendmmsg, each a UDP_SEGMENT message.
+#define MAX_CHUNKS 8
 struct chunks {
   int n;
   struct mmsghdr m[MAX_CHUNKS];
-  struct iovec iov[MAX_CHUNKS];
   char ctrl[MAX_CHUNKS][CMSG_SPACE(sizeof(uint16_t))];
   int segs[MAX_CHUNKS];
 };
 
-static void send_each(struct dp *d, const struct peer *p, const uint8_t *buf, size_t seglen, size_t total) {
-  for (size_t off = 0; off < total; off += seglen) send_one(d, p, buf + off, total - off < seglen ? total - off : seglen);
+// One datagram per call, for a path that refuses UDP GSO.
+static void send_each(struct dp *d, const struct peer *p, struct iovec *iov, int segs) {
+  for (int i = 0; i < segs; i++) {
+    struct msghdr m = {.msg_name = (void *)&p->sa, .msg_namelen = p->salen, .msg_iov = iov + 2 * i, .msg_iovlen = 2};
+    ssize_t n = sendmsg(d->udp, &m, 0);
+    COUNT(udp_send_calls, 1);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != ENOBUFS && errno != ECONNREFUSED && errno != EHOSTUNREACH && errno != ENETUNREACH) COUNT(errors, 1);
+      continue;
+    }
+    COUNT(udp_sent_datagrams, 1);
+  }
 }
 
-// Sends the queued chunks with one system call; falls back to a datagram per call when the
+// Sends the queued messages with one system call; falls back to a datagram per call when the
 // kernel refuses UDP GSO on this path.
-static void flush_chunks(struct dp *d, const struct peer *p, struct chunks *c, size_t seglen) {
+static void flush_chunks(struct dp *d, const struct peer *p, struct chunks *c) {
   int done = 0;
   while (done < c->n && d->gso_ok) {
     int r = sendmmsg(d->udp, c->m + done, (unsigned)(c->n - done), 0);
@@ -96,30 +112,29 @@ static void flush_chunks(struct dp *d, const struct peer *p, struct chunks *c, s
         break;
       }
       if (errno == EINVAL || errno == EMSGSIZE) {
-        // this segment size does not fit the underlay's MTU (the kernel's check): this chunk
+        // this segment size does not fit the underlay's MTU (the kernel's check): this message
         // goes datagram by datagram, where each too-big one fails alone; GSO stays on
         COUNT(errors, 1);
-        send_each(d, p, c->iov[done].iov_base, seglen, c->iov[done].iov_len);
+        send_each(d, p, c->m[done].msg_hdr.msg_iov, c->segs[done]);
         done++;
         continue;
       }
       if (errno != EAGAIN && errno != ENOBUFS && errno != ECONNREFUSED && errno != EHOSTUNREACH && errno != ENETUNREACH) COUNT(errors, 1);
-      done++; // this chunk is lost, as a full queue loses a packet; TCP resends
+      done++; // this message is lost, as a full queue loses a packet; TCP resends
       continue;
     }
     for (int i = done; i < done + r; i++) COUNT(udp_sent_datagrams, c->segs[i]);
     done += r;
   }
-  for (int i = done; i < c->n; i++) send_each(d, p, c->iov[i].iov_base, seglen, c->iov[i].iov_len);
+  for (int i = done; i < c->n; i++) send_each(d, p, c->m[i].msg_hdr.msg_iov, c->segs[i]);
   c->n = 0;
 }
 
-static void queue_chunk(struct chunks *c, const struct peer *p, uint8_t *buf, size_t seglen, size_t total, int count) {
+static void queue_chunk(struct chunks *c, const struct peer *p, struct iovec *iov, int count, size_t seglen) {
   int i = c->n++;
-  c->iov[i] = (struct iovec){.iov_base = buf, .iov_len = total};
   c->segs[i] = count;
   struct msghdr *m = &c->m[i].msg_hdr;
-  *m = (struct msghdr){.msg_name = (void *)&p->sa, .msg_namelen = p->salen, .msg_iov = &c->iov[i], .msg_iovlen = 1};
+  *m = (struct msghdr){.msg_name = (void *)&p->sa, .msg_namelen = p->salen, .msg_iov = iov, .msg_iovlen = (size_t)(2 * count)};
   if (count > 1) {
     memset(c->ctrl[i], 0, sizeof c->ctrl[i]);
     m->msg_control = c->ctrl[i];
@@ -133,9 +148,10 @@ static void queue_chunk(struct chunks *c, const struct peer *p, uint8_t *buf, si
   }
 }
 
-// Cuts a TCP super-packet into segments of `mss` payload bytes into `out`, sending every
-// GSO_MAX_SEGS (or GSO_MAX_BYTES) of them. Returns -1 on a packet it cannot parse.
-static int split_tcp(struct dp *d, const struct peer *p, const uint8_t *pkt, size_t len, int family, uint16_t mss, uint8_t *out) {
+// Cuts a TCP super-packet into segments of `mss` payload bytes, each with its headers and
+// checksums, and sends them GSO_MAX_SEGS (or GSO_MAX_BYTES) per message, all messages of the
+// super-packet in one sendmmsg. Returns -1 on a packet it cannot parse.
+static int split_tcp(struct dp *d, const struct peer *p, const uint8_t *pkt, size_t len, int family, uint16_t mss) {
   size_t iphl;
   if (family == 4) {
     iphl = (size_t)(pkt[0] & 15) * 4;
@@ -147,22 +163,8 @@ static int split_tcp(struct dp *d, const struct peer *p, const uint8_t *pkt, siz
   if (len < iphl + 20) return -1;
   size_t thl = (size_t)(pkt[iphl + 12] >> 4) * 4;
   size_t hdr = iphl + thl;
-  if (thl < 20 || len < hdr || mss < MIN_MSS) return -1;
+  if (thl < 20 || hdr > MAX_HDR || len < hdr || mss < MIN_MSS) return -1;
   size_t payload = len - hdr;
-  if (payload <= mss) {
-    // nothing to cut: one packet, its checksum still partial
-    memcpy(out, pkt, len);
-    if (family == 4) {
-      uint16_t tot = htons((uint16_t)len);
-      memcpy(out + 2, &tot, 2);
-      fix_ipv4_csum(out, (int)iphl);
-    }
-    out[iphl + 16] = out[iphl + 17] = 0;
-    uint16_t c = (uint16_t)~csum_fold(csum_add(pseudo_sum(family, out, IPPROTO_TCP, (uint32_t)(len - iphl)), out + iphl, len - iphl));
-    memcpy(out + iphl + 16, &c, 2);
-    send_one(d, p, out, len);
-    return 0;
-  }
   uint32_t seq0;
   memcpy(&seq0, pkt + iphl + 4, 4);
   seq0 = ntohl(seq0);
@@ -176,46 +178,48 @@ static int split_tcp(struct dp *d, const struct peer *p, const uint8_t *pkt, siz
   int per_call = (int)(GSO_MAX_BYTES / seglen);
   if (per_call > GSO_MAX_SEGS) per_call = GSO_MAX_SEGS;
   if (per_call < 1) per_call = 1;
-  size_t nseg = (payload + mss - 1) / mss;
-  size_t o = 0, chunk_start = 0;
-  int in_batch = 0;
+  size_t nseg = payload ? (payload + mss - 1) / mss : 1;
   static struct chunks ch;
   ch.n = 0;
-  COUNT(gso_superpackets, 1);
+  size_t first = 0; // first segment of the message being filled
+  if (nseg > 1) COUNT(gso_superpackets, 1);
   for (size_t i = 0; i < nseg; i++) {
     size_t chunk = i + 1 < nseg ? mss : payload - (size_t)mss * i;
-    uint8_t *s = out + o;
-    memcpy(s, pkt, hdr);
-    memcpy(s + hdr, pkt + hdr + (size_t)mss * i, chunk);
+    const uint8_t *data = pkt + hdr + (size_t)mss * i;
+    uint8_t *h = g_hdrs[i];
+    memcpy(h, pkt, hdr);
     size_t slen = hdr + chunk;
     if (family == 4) {
       uint16_t tot = htons((uint16_t)slen), id = htons((uint16_t)(id0 + i));
-      memcpy(s + 2, &tot, 2);
-      memcpy(s + 4, &id, 2);
-      fix_ipv4_csum(s, (int)iphl);
+      memcpy(h + 2, &tot, 2);
+      memcpy(h + 4, &id, 2);
+      fix_ipv4_csum(h, (int)iphl);
     } else {
       uint16_t pl = htons((uint16_t)(slen - 40));
-      memcpy(s + 4, &pl, 2);
+      memcpy(h + 4, &pl, 2);
     }
     uint32_t seq = htonl(seq0 + (uint32_t)(mss * i));
-    memcpy(s + iphl + 4, &seq, 4);
+    memcpy(h + iphl + 4, &seq, 4);
     uint8_t f = flags0;
     if (i + 1 < nseg) f &= (uint8_t)~(0x01 | 0x08); // FIN, PSH only on the last
     if (i > 0) f &= (uint8_t)~0x80;                 // CWR only on the first
-    s[iphl + 13] = f;
-    s[iphl + 16] = s[iphl + 17] = 0;
-    uint16_t c = (uint16_t)~csum_fold(csum_add(pseudo_sum(family, s, IPPROTO_TCP, (uint32_t)(slen - iphl)), s + iphl, slen - iphl));
-    memcpy(s + iphl + 16, &c, 2);
-    o += slen;
-    if (++in_batch == per_call || i + 1 == nseg) {
+    h[iphl + 13] = f;
+    h[iphl + 16] = h[iphl + 17] = 0;
+    // the TCP header is a multiple of 4 bytes long, so the two sums join without a byte shift
+    uint64_t sum = csum_add(pseudo_sum(family, h, IPPROTO_TCP, (uint32_t)(slen - iphl)), h + iphl, thl);
+    uint16_t c = (uint16_t)~csum_fold(csum_add(sum, data, chunk));
+    memcpy(h + iphl + 16, &c, 2);
+    g_iov[2 * i] = (struct iovec){.iov_base = h, .iov_len = hdr};
+    g_iov[2 * i + 1] = (struct iovec){.iov_base = (void *)data, .iov_len = chunk};
+    if ((int)(i + 1 - first) == per_call || i + 1 == nseg) {
+      int count = (int)(i + 1 - first);
       if (d->gso_ok) {
-        queue_chunk(&ch, p, out + chunk_start, seglen, o - chunk_start, in_batch);
-        if (ch.n == MAX_CHUNKS || i + 1 == nseg) flush_chunks(d, p, &ch, seglen);
+        queue_chunk(&ch, p, g_iov + 2 * first, count, seglen);
+        if (ch.n == MAX_CHUNKS || i + 1 == nseg) flush_chunks(d, p, &ch);
       } else {
-        send_each(d, p, out + chunk_start, seglen, o - chunk_start);
+        send_each(d, p, g_iov + 2 * first, count);
       }
-      chunk_start = o;
-      in_batch = 0;
+      first = i + 1;
     }
   }
   return 0;
@@ -224,8 +228,6 @@ static int split_tcp(struct dp *d, const struct peer *p, const uint8_t *pkt, siz
 void *tx_loop(void *arg) {
   struct dp *d = arg;
   static uint8_t buf[VNET_HDR_LEN + MAX_PKT + 64];
-  // a super-packet cut up: its payload plus one header (≤ 120 bytes) per segment of ≥ MIN_MSS
-  static uint8_t out[MAX_PKT + (MAX_PKT / MIN_MSS + 1) * 120];
   for (;;) {
     ssize_t n = read(d->tun, buf, sizeof buf);
     if (n < 0) {
@@ -256,7 +258,7 @@ void *tx_loop(void *arg) {
     }
     uint8_t gso = vh.gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
     if (gso == VIRTIO_NET_HDR_GSO_TCPV4 || gso == VIRTIO_NET_HDR_GSO_TCPV6) {
-      if (split_tcp(d, p, pkt, len, family, vh.gso_size, out) != 0) COUNT(drop_malformed, 1);
+      if (split_tcp(d, p, pkt, len, family, vh.gso_size) != 0) COUNT(drop_malformed, 1);
       continue;
     }
     if (gso != VIRTIO_NET_HDR_GSO_NONE) {

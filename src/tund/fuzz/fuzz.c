@@ -25,7 +25,10 @@ int main(int argc, char **argv) {
   pe[1] = pe[0]; pe[1].subnet = all6;
   t.peers = pe; t.npeers = 2;
   static struct run r;
-  static uint8_t pktbuf[70001], out[MAX_PKT + (MAX_PKT / MIN_MSS + 1) * 120];
+  static uint8_t pktbuf[70001];
+  // a run points into the packets it holds (as into recvmmsg's buffers): they are freed only after a flush
+  uint8_t *held[16];
+  int nheld = 0;
   uint8_t *pkt = pktbuf + 1; // odd: headers at any alignment, as in a GRO message of odd-sized datagrams
   struct dp d = {.tun = tun, .udp = socket(AF_INET, SOCK_DGRAM, 0), .udp_family = AF_INET, .gso_ok = 1};
   for (long it = 0; it < iters; it++) {
@@ -65,19 +68,24 @@ int main(int argc, char **argv) {
     struct sockaddr_storage from = pe[0].sa;
     int fam = check(&t, &from, q, len);
     if (fam) deliver(tun, &r, q, len, fam);
-    if (rnd() % 16 == 0) flush(tun, &r);
     // the TUN side: random vnet headers over the same bytes
     if (len >= 20 && rnd() % 4 == 0) {
       struct vnet_hdr vh = {.flags = (uint8_t)(rnd() & 1), .gso_type = (uint8_t)(rnd() % 5), .gso_size = (uint16_t)(rnd() % 3 ? 1400 : rnd()), .csum_start = (uint16_t)(rnd() % (len + 10)), .csum_offset = (uint16_t)(rnd() % 20)};
       int f; const uint8_t *dst;
       if (inner_dst(q, len, &f, &dst) == 0) {
         uint8_t g = vh.gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
-        if (g == VIRTIO_NET_HDR_GSO_TCPV4 || g == VIRTIO_NET_HDR_GSO_TCPV6) split_tcp(&d, &pe[0], q, len, f, vh.gso_size, out);
+        if (g == VIRTIO_NET_HDR_GSO_TCPV4 || g == VIRTIO_NET_HDR_GSO_TCPV6) split_tcp(&d, &pe[0], q, len, f, vh.gso_size);
         else if (vh.flags & 1) complete_csum(q, len, &vh);
         icmp_unreachable(tun, q, len);
       }
     }
-    free(blk);
+    held[nheld++] = blk;
+    if (rnd() % 16 == 0 || nheld == 16) {
+      flush(tun, &r);
+      while (nheld) free(held[--nheld]);
+    }
   }
+  flush(tun, &r);
+  while (nheld) free(held[--nheld]);
   printf("ok malformed=%llu coalesced=%llu writes=%llu gso=%llu\n", (unsigned long long)g_stats.drop_malformed, (unsigned long long)g_stats.gro_coalesced, (unsigned long long)g_stats.tun_writes, (unsigned long long)g_stats.gso_superpackets);
 }
