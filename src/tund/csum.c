@@ -5,23 +5,6 @@
 #include "tund.h"
 
 uint64_t csum_add(uint64_t sum, const uint8_t *p, size_t n) {
-  // 64-bit words into a 128-bit sum (add with carry): either byte order sums the same
-  unsigned __int128 acc = 0;
-  while (n >= 32) {
-    uint64_t w0, w1, w2, w3;
-    memcpy(&w0, p, 8);
-    memcpy(&w1, p + 8, 8);
-    memcpy(&w2, p + 16, 8);
-    memcpy(&w3, p + 24, 8);
-    acc += w0;
-    acc += w1;
-    acc += w2;
-    acc += w3;
-    p += 32;
-    n -= 32;
-  }
-  uint64_t lo = (uint64_t)acc, hi = (uint64_t)(acc >> 64);
-  sum += (lo & 0xffffffffu) + (lo >> 32) + hi; // hi < 2^32: fits with room to spare
   while (n >= 4) {
     uint32_t w;
     memcpy(&w, p, 4);
