@@ -57,6 +57,13 @@ static void die(int code, const char *fmt, ...) {
   exit(code);
 }
 
+// A packet thread's fatal error (the device went away): the pidfile goes too, so the supervisor
+// sees at once that no datapath runs, and the exit code is 1.
+void fatal_exit(void) {
+  if (g_pidfile) unlink(g_pidfile);
+  _exit(1);
+}
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: podnet-tund --dev NAME --listen IP --port N --peers FILE --stats FILE --pidfile FILE\n"

@@ -90,6 +90,7 @@ void *rx_loop(void *arg);
 // icmp.c: an ICMP destination unreachable for `pkt`, written to the TUN device
 void icmp_unreachable(int tun, const uint8_t *pkt, size_t len);
 
+void fatal_exit(void) __attribute__((noreturn));
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -233,7 +233,7 @@ void *tx_loop(void *arg) {
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
       logmsg("read from the TUN device: %s: exiting", strerror(errno));
-      _exit(1);
+      fatal_exit();
     }
     if (n <= VNET_HDR_LEN) continue;
     COUNT(tun_reads, 1);

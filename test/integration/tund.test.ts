@@ -69,6 +69,15 @@ async function waitFor<T>(what: string, f: () => T | undefined | false, timeoutM
   }
 }
 
+/** Whether PID has exited (gone, or a zombie not yet reaped). */
+function exited(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2] === 'Z';
+  } catch {
+    return true;
+  }
+}
+
 async function startTund(n: Node): Promise<number> {
   const f = files(n);
   rmSync(f.pid, { force: true });
@@ -177,6 +186,15 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
 
   after(async () => {
     for (const pid of started) {
+      // only a process of this run: one that exited earlier may have left its PID to another
+      // program; ours name this run's temporary directory on their command line
+      let cmdline = '';
+      try {
+        cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      } catch {
+        continue; // gone
+      }
+      if (!tmp || !cmdline.includes(tmp)) continue;
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -506,5 +524,14 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
     assert.ok(sh('ip', ['-n', a.ns, 'link', 'show', 'podnet.tun']).includes('podnet.tun'));
     await startTund(a);
     assert.equal(pingOut(a, ['-c', '1', '-W', '2', `10.250.${b.i}.2`]).code, 0);
+  });
+
+  it('the device deleted under it: the daemon exits and removes its pidfile', async () => {
+    const [, b] = nodes;
+    const pid = b.pid!;
+    assert.ok(existsSync(files(b).pid));
+    sh('ip', ['-n', b.ns, 'link', 'del', 'podnet.tun']);
+    await waitFor('daemon gone', () => exited(pid));
+    assert.ok(!existsSync(files(b).pid), 'pidfile left behind');
   });
 });

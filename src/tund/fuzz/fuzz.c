@@ -8,6 +8,7 @@
 #include <stdarg.h>
 struct stats g_stats;
 void logmsg(const char *fmt, ...) { (void)fmt; }
+void fatal_exit(void) { abort(); }
 static uint32_t rs = 1;
 static uint32_t rnd(void) { rs ^= rs << 13; rs ^= rs >> 17; rs ^= rs << 5; return rs; }
 int main(int argc, char **argv) {
