@@ -78,10 +78,10 @@ function exited(pid: number): boolean {
   }
 }
 
-async function startTund(n: Node): Promise<number> {
+async function startTund(n: Node, args = tundArgs(n)): Promise<number> {
   const f = files(n);
   rmSync(f.pid, { force: true });
-  const child = spawn('nsenter', [`--net=/run/netns/${n.ns}`, BIN, ...tundArgs(n)], { detached: true, stdio: 'ignore' });
+  const child = spawn('nsenter', [`--net=/run/netns/${n.ns}`, BIN, ...args], { detached: true, stdio: 'ignore' });
   child.unref();
   started.push(child.pid!);
   // nsenter execs the daemon in place: the child's PID is the daemon's
@@ -524,6 +524,35 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
     assert.ok(sh('ip', ['-n', a.ns, 'link', 'show', 'podnet.tun']).includes('podnet.tun'));
     await startTund(a);
     assert.equal(pingOut(a, ['-c', '1', '-W', '2', `10.250.${b.i}.2`]).code, 0);
+  });
+
+  it('an IPv6 underlay: the socket is AF_INET6, pods of both families cross, a TCP stream byte for byte', async () => {
+    const [a, b] = nodes;
+    const MTU6 = 1500 - 48;
+    for (const n of nodes) {
+      const o = 3 - n.i;
+      process.kill(n.pid!, 'SIGTERM');
+      await waitFor('daemon gone', () => exited(n.pid!));
+      sh('ip', ['-n', n.ns, 'addr', 'add', `fd00:99::${n.i}/64`, 'dev', 'eth0', 'nodad']);
+      sh('ip', ['-n', n.ns, 'link', 'set', 'podnet.tun', 'mtu', String(MTU6)]);
+      sh('ip', ['-n', n.pod, 'link', 'set', 'eth0', 'mtu', String(MTU6)]);
+      writeFileSync(files(n).peers, `local 10.250.${n.i}.0/24\nlocal fd00:250:${n.i}::/64\npeer 10.250.${o}.0/24 fd00:99::${o} 8285\npeer fd00:250:${o}::/64 fd00:99::${o} 8285\n`);
+      const args = tundArgs(n);
+      args[args.indexOf('--listen') + 1] = `fd00:99::${n.i}`;
+      await startTund(n, args);
+    }
+    assert.equal((await stats(a)).listen as unknown, 'fd00:99::1');
+    assert.equal(pingOut(a, ['-c', '2', '-i', '0.2', '-W', '2', `10.250.${b.i}.2`]).code, 0);
+    assert.equal(pingOut(b, ['-c', '2', '-i', '0.2', '-W', '2', `fd00:250:${a.i}::2`]).code, 0);
+    assert.equal(pingOut(a, ['-c', '1', '-W', '2', '-M', 'do', '-s', String(MTU6 - 28), `10.250.${b.i}.2`]).code, 0);
+    const before = { a: await stats(a), b: await stats(b) };
+    const data = randomBytes(24 << 20);
+    assert.equal(await tcpDigest(a, b, data, false, 7110), createHash('sha256').update(data).digest('hex'));
+    const sa = await stats(a);
+    const sb = await stats(b);
+    assert.ok(sa.gso_superpackets > before.a.gso_superpackets, 'super-packets cut');
+    assert.ok(sb.gro_coalesced > before.b.gro_coalesced, 'segments coalesced');
+    assert.equal(sa.errors, 0);
   });
 
   it('the device deleted under it: the daemon exits and removes its pidfile', async () => {
