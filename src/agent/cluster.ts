@@ -202,6 +202,9 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   const resync = setInterval(() => {
     wantFull = true;
     schedule();
+    // the lease view too: a watch stuck in reconnect backoff after a store outage must not keep
+    // a new peer out for longer than one resync period (a change found schedules a pass itself)
+    watcher.relist().catch((e: Error) => log.warn('re-listing leases failed (the watch still runs)', { error: e.message }));
   }, o.resyncSeconds * 1000);
 
   // keep the lease alive; a store outage leaves the datapath as it is

@@ -112,11 +112,21 @@ export async function updateLease(store: Store, held: HeldLease, lease: NodeLeas
 /**
  * Keeps a live view of every lease under the prefix: list, then watch from the listing's
  * revision; on a reset (compaction, store replaced) list again. Calls onChange after each change.
+ *
+ * relist() (the agent calls it on every periodic resync) lists again while the watch runs, so a
+ * watch that is stuck reconnecting after a store outage (gRPC and circuit-breaker backoffs)
+ * delays a new peer by at most one resync period. It never undoes what the watch delivered
+ * meanwhile: each key remembers the revision it was last seen at, a listed value replaces only an
+ * older one, and a key missing from the listing is dropped only when it was last seen at or
+ * before the listing's revision (a newer put arrived after the snapshot).
  */
 export class LeaseWatcher {
   readonly leases = new Map<string, NodeLease>();
+  /** per key: the revision of the value in `leases`, or of its deletion */
+  private seen = new Map<string, number>();
   private watch?: Watch;
   private closed = false;
+  private relisting = false;
 
   constructor(
     private readonly store: Store,
@@ -128,7 +138,11 @@ export class LeaseWatcher {
   async start(): Promise<void> {
     const { kvs, revision } = await this.store.list(this.prefix);
     this.leases.clear();
-    for (const { lease, kv } of leasesOf(kvs, this.prefix)) this.leases.set(kv.key, lease);
+    this.seen.clear();
+    for (const { lease, kv } of leasesOf(kvs, this.prefix)) {
+      this.leases.set(kv.key, lease);
+      this.seen.set(kv.key, kv.modRevision);
+    }
     this.onChange();
     if (this.closed) return;
     this.watch?.close();
@@ -137,8 +151,11 @@ export class LeaseWatcher {
         if (ev.type === 'put') {
           const lease = decodeLease(ev.kv.key, ev.kv.value, this.prefix);
           if (lease) this.leases.set(ev.kv.key, lease);
+          else this.leases.delete(ev.kv.key);
+          this.seen.set(ev.kv.key, ev.revision);
         } else {
           this.leases.delete(ev.key);
+          this.seen.set(ev.key, ev.revision);
         }
         this.onChange();
       },
@@ -148,6 +165,38 @@ export class LeaseWatcher {
       },
       onError: (err) => this.log.warn('lease watch trouble (retrying)', { error: err.message }),
     });
+  }
+
+  /** Lists again and merges what the watch has not delivered (see above); true when something changed. */
+  async relist(): Promise<boolean> {
+    if (this.closed || this.relisting) return false;
+    this.relisting = true;
+    try {
+      const { kvs, revision } = await this.store.list(this.prefix);
+      if (this.closed) return false;
+      let changed = false;
+      const listed = new Set<string>();
+      for (const { lease, kv } of leasesOf(kvs, this.prefix)) {
+        listed.add(kv.key);
+        if ((this.seen.get(kv.key) ?? -1) >= kv.modRevision) continue;
+        this.leases.set(kv.key, lease);
+        this.seen.set(kv.key, kv.modRevision);
+        changed = true;
+      }
+      for (const key of [...this.leases.keys()]) {
+        if (listed.has(key) || (this.seen.get(key) ?? 0) > revision) continue;
+        this.leases.delete(key);
+        this.seen.set(key, revision);
+        changed = true;
+      }
+      if (changed) {
+        this.log.info('leases re-listed: the watch had missed changes', { leases: this.leases.size, revision });
+        this.onChange();
+      }
+      return changed;
+    } finally {
+      this.relisting = false;
+    }
   }
 
   close(): void {

@@ -309,7 +309,10 @@ class EtcdWatch implements Watch {
     }
     this.h.onError?.(new Error(`${this.store.describe}: watch interrupted, resuming from revision ${this.last + 1}: ${err.message}`, { cause: err }));
     const delay = this.backoffMs * (0.5 + Math.random());
-    this.backoffMs = Math.min(this.backoffMs * 2, 5000);
+    // capped low: the lease watch is how a node learns of new peers, and after an outage
+    // etcd3's own per-host circuit breaker already holds calls back for up to 5 s; a retry
+    // every ≤ 3 s costs etcd one failed stream open
+    this.backoffMs = Math.min(this.backoffMs * 2, 2000);
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
 

@@ -95,6 +95,9 @@ export class TestCluster {
       '--data-dir', join(node.dir, 'data'),
       '--node-name', node.name,
       '--lease-ttl', '10',
+      // every resync also re-lists the leases: after a store outage a node catches up within
+      // it even while its watch is still in reconnect backoff (the tests wait up to 10 s)
+      '--resync', '2',
       '--log-level', 'info',
       ...extra,
     ];
