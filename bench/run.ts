@@ -9,6 +9,7 @@ const benches = [
   ['Kernel access for an ADD: iproute2 vs netlink (koffi)', 'netlink-vs-iproute2.ts'],
   ['Datapath throughput: podnet lab vs the hand-built path (iperf3)', 'datapath.ts'],
   ['tun backend: podnet-tund vs vxlan, the hand-built kernel path and a naive forwarder (iperf3)', 'tun.ts'],
+  ["Why podnet-tund's packet loop is C: checksum and system calls, TypeScript vs C", 'why-native.ts'],
   ['Convergence: 1,000 peer leases, then one more', 'convergence.ts'],
   ['Service proxy: podnet nftables/iptables vs kube-proxy layouts, 1,000-10,000 services', 'proxy.ts'],
 ];
