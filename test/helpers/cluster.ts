@@ -13,6 +13,25 @@ import { SUPPORTED_VERSIONS } from '../../src/cni/version.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
+/** The last lines of the agent log in a node's dir. */
+export function agentLogTail(dir: string, lines = 15): string {
+  try {
+    return readFileSync(join(dir, 'agent.log'), 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Signals a node's running agent and waits until it has exited. */
+export async function stopAgentOf(node: { agent?: ChildProcess }, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  const a = node.agent;
+  if (!a || a.exitCode !== null) return;
+  const done = new Promise((r) => a.once('exit', r));
+  a.kill(signal);
+  await done;
+  node.agent = undefined;
+}
+
 export interface ClusterNode {
   name: string;
   ns: string;
@@ -118,20 +137,11 @@ export class TestCluster {
   }
 
   agentLog(node: ClusterNode): string {
-    try {
-      return readFileSync(join(node.dir, 'agent.log'), 'utf8').split('\n').slice(-15).join('\n');
-    } catch {
-      return '(no log)';
-    }
+    return agentLogTail(node.dir);
   }
 
-  async stopAgent(node: ClusterNode, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const a = node.agent;
-    if (!a || a.exitCode !== null) return;
-    const done = new Promise((r) => a.once('exit', r));
-    a.kill(signal);
-    await done;
-    node.agent = undefined;
+  stopAgent(node: ClusterNode, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    return stopAgentOf(node, signal);
   }
 
   subnetOf(node: ClusterNode): string {

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureBuilt } from '../helpers/cni.js';
+import { agentLogTail, stopAgentOf } from '../helpers/cluster.js';
 import { installCni } from '../../src/cni/install.js';
 import { SUPPORTED_VERSIONS } from '../../src/cni/version.js';
 import { pingFrom } from '../../src/util/ping.js';
@@ -151,20 +152,11 @@ class TunCluster {
   }
 
   agentLog(node: Node): string {
-    try {
-      return readFileSync(join(node.dir, 'agent.log'), 'utf8').split('\n').slice(-15).join('\n');
-    } catch {
-      return '(no log)';
-    }
+    return agentLogTail(node.dir);
   }
 
-  async stopAgent(node: Node, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const a = node.agent;
-    if (!a || a.exitCode !== null) return;
-    const done = new Promise((r) => a.once('exit', r));
-    a.kill(signal);
-    await done;
-    node.agent = undefined;
+  stopAgent(node: Node, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    return stopAgentOf(node, signal);
   }
 
   subnetOf(node: Node): string {

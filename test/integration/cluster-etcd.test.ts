@@ -21,7 +21,7 @@ describe('cluster on a 3-member etcd', () => {
     const endpoints = hosts.map((h) => `http://${h}:2379`);
     c = new TestCluster({ Network: '10.246.0.0/16', Backend: { Type: 'vxlan' } }, { url: 'etcd', endpoints }, '192.168.216');
     for (const h of hosts) c.sh(c.fabric, ['ip', 'addr', 'add', `${h}/24`, 'dev', 'br0']);
-    etcd = await startCluster({ hosts, netns: hosts.map(() => c.fabric), baseDir: `${c.tmp}/etcd` });
+    etcd = await startCluster({ hosts, netns: hosts.map(() => c.fabric) });
     for (const n of ['n1', 'n2', 'n3']) c.addNode(n);
     await Promise.all([...c.nodes.values()].map((n) => c.startAgent(n)));
     for (const n of c.nodes.values()) c.addPod(`${n.name}a`, n);
