@@ -11,7 +11,7 @@ import type { NetnsRef } from '../kernel/types.js';
 import type { Logger } from '../util/log.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
-import { createCheckedBackend, Reconciler, TunBackend, withDatapathCapture, type DeviceResult } from './backends/index.js';
+import { createCheckedBackend, Reconciler, TunBackend, type DeviceResult } from './backends/index.js';
 import { ensureTund, findTund, preflightTund, readPeers, stopTund, writePeers, type TundHandle } from './tund/index.js';
 import { ensureClusterFirewall } from './firewall.js';
 import { formatCidr } from '../util/ip.js';
@@ -140,9 +140,7 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   writeSubnetEnv(o.subnetFile, renderSubnetEnv(conf, held.lease, podMtu, o.ipMasq));
   log.info('node ready', { iface: node.iface, publicIP: node.publicIP, subnet: held.lease.subnet, ipv6Subnet: held.lease.ipv6Subnet, mtu: podMtu, backend: backend.type, store: store.describe, ...(tund ? { tundPid: tund.pid, tund: tund.action } : {}) });
 
-  // the reconciler plans through this wrapper so the datapath table of each applied plan reaches backend.syncDatapath
-  const captured = withDatapathCapture(backend);
-  const reconciler = new Reconciler({ kernel, ns, backend: captured.backend, log: log.child({ subsys: 'reconcile' }) });
+  const reconciler = new Reconciler({ kernel, ns, backend, log: log.child({ subsys: 'reconcile' }) });
   let timer: NodeJS.Timeout | undefined;
   let running = false;
   let again = false;
@@ -173,11 +171,10 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
           log.error('cannot start podnet-tund (retried on the next pass)', { error: (e as Error).message });
         }
       }
-      captured.take();
       const report = await reconciler.reconcile(held.lease, peers, { full });
       for (const err of report.errors) log.error('peer refused', { ...err });
-      const table = captured.take();
-      if (table && backend.syncDatapath) await backend.syncDatapath(table);
+      // the userspace datapath (tun) takes the peers of the plan just applied
+      if (report.datapath && backend.syncDatapath) await backend.syncDatapath(report.datapath);
     } catch (e) {
       wantFull = true;
       log.error('reconcile failed (retried on the next change or resync)', { error: (e as Error).message });

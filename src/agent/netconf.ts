@@ -2,6 +2,7 @@
 // purely: every error names the field.
 import { BITS, cidr, formatCidr, hasHostBits, masked, overlaps, tryParseCidr, type Cidr } from '../util/ip.js';
 import { BACKEND_TYPES, isBackendType, type BackendType } from './lease.js';
+import { DEFAULT_TUN_PORT, DEFAULT_VXLAN_PORT } from './backends/types.js';
 
 export interface NetConf {
   network: Cidr;
@@ -84,7 +85,7 @@ export function parseNetConf(raw: unknown, avoid: { what: string; net: Cidr }[] 
   const bo = b as Record<string, unknown>;
   if (!isBackendType(bo.Type)) throw new NetConfError('Backend.Type', `unknown backend ${JSON.stringify(bo.Type)} (expected ${BACKEND_TYPES.map((t) => JSON.stringify(t)).join(', ').replace(/, ([^,]*)$/, ' or $1')})`);
   // the default UDP port is the backend's: vxlan 8472 (the kernel's historical one), tun 8285 (flannel's UDP backend)
-  const defaultPort = bo.Type === 'tun' ? 8285 : 8472;
+  const defaultPort = bo.Type === 'tun' ? DEFAULT_TUN_PORT : DEFAULT_VXLAN_PORT;
   const mtu = bo.MTU === undefined ? undefined : intField(bo, 'MTU', 'Backend.MTU', 1450, 576, 65535);
   return {
     network,

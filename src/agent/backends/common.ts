@@ -7,7 +7,7 @@
 //   - a podnet route whose key is not desired is deleted, whoever it once belonged to;
 //   - a FOREIGN route (any other proto) on a desired key is never replaced: that peer is refused
 //     with an error naming the route, because `ip route replace` would silently take it over.
-import type { KernelAdapter, KernelOp, NetnsRef, Route, RouteSpec } from '../../kernel/types.js';
+import type { KernelAdapter, KernelOp, Link, NetnsRef, Route, RouteSpec } from '../../kernel/types.js';
 import { describeOp } from '../../kernel/render.js';
 import type { NodeLease } from '../lease.js';
 import { canonicalIP, formatCidr, formatIP, masked, network, overlaps, parseCidr, size, tryParseCidr, type Cidr } from '../../util/ip.js';
@@ -110,7 +110,10 @@ export function validatePeers(own: NodeLease, peers: NodeLease[], errors: PeerEr
 
 export interface DesiredRoute {
   spec: RouteSpec;
+  /** whose route it is: a refusal drops every route of this peer */
   peer: NodeLease;
+  /** how a refusal names it (default "peer NAME") */
+  label?: string;
 }
 
 /** the kernel's metric for a route added without one; `route replace` overwrites that route in place */
@@ -165,7 +168,7 @@ export function diffRoutes(desired: DesiredRoute[], actual: Route[], errors: Pee
       errors.push(
         peerError(
           d.peer,
-          `peer ${peerName(d.peer)}: a route to ${f.dst} not created by podnet exists (proto ${f.protocol ?? '?'}${f.dev ? `, dev ${f.dev}` : ''}${f.gateway ? `, via ${f.gateway}` : ''}); podnet does not replace it: skipped`,
+          `${d.label ?? `peer ${peerName(d.peer)}`}: a route to ${f.dst} not created by podnet exists (proto ${f.protocol ?? '?'}${f.dev ? `, dev ${f.dev}` : ''}${f.gateway ? `, via ${f.gateway}` : ''}); podnet does not replace it: skipped`,
         ),
       );
     }
@@ -228,4 +231,16 @@ export async function planDeviceAddresses(
       ops.push({ op: 'addr-add', dev: device, cidr: w, nodad: true });
     }
   }
+}
+
+/**
+ * The device with its kind-specific data (vxlan: VNI, local, port, learning; tun: type, vnet_hdr,
+ * pi, persist). The netlink adapter's link() answers without IFLA_INFO_DATA (it leaves `info`
+ * unset); links() comes from iproute2's detailed dump and has it. One extra read, only when a
+ * device of that kind exists and only in ensureDevice.
+ */
+export async function detailedLink(kernel: KernelAdapter, ns: NetnsRef, name: string, kind: string): Promise<Link | undefined> {
+  const l = await kernel.link(ns, name);
+  if (!l || l.info !== undefined || l.kind !== kind) return l;
+  return (await kernel.links(ns)).find((x) => x.name === name) ?? l;
 }

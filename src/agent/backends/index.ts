@@ -4,7 +4,7 @@ import type { KernelAdapter } from '../../kernel/types.js';
 import { HostGwBackend } from './hostgw.js';
 import { VxlanBackend, type VxlanConfig } from './vxlan.js';
 import { TunBackend, type TunConfig } from './tun.js';
-import type { Backend, DatapathTable } from './types.js';
+import type { Backend } from './types.js';
 
 export * from './types.js';
 export { VxlanBackend, vxlanDeviceName, vtepAddr, type VxlanConfig } from './vxlan.js';
@@ -43,26 +43,3 @@ export async function createCheckedBackend(cfg: BackendConfig, kernel: KernelAda
   return b;
 }
 
-/**
- * The backend as the Reconciler sees it, remembering the datapath table of the last plan it made,
- * so that whoever runs the reconciler can hand it to backend.syncDatapath once that plan has been
- * applied (the Reconciler itself knows nothing of userspace datapaths). `take()` returns the table
- * of the plan made since the last take(), if any.
- */
-export function withDatapathCapture(b: Backend): { backend: Backend; take(): DatapathTable | undefined } {
-  let last: DatapathTable | undefined;
-  const w = Object.create(b) as Backend;
-  w.planPeers = (own, peers, actual) => {
-    const plan = b.planPeers(own, peers, actual);
-    last = plan.datapath;
-    return plan;
-  };
-  return {
-    backend: w,
-    take() {
-      const t = last;
-      last = undefined;
-      return t;
-    },
-  };
-}

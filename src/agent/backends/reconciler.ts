@@ -12,7 +12,7 @@ import type { NodeLease } from '../lease.js';
 import { canonicalIP } from '../../util/ip.js';
 import { canonCidr } from './common.js';
 import type { Logger } from '../../util/log.js';
-import type { ActualState, Backend, PeerError } from './types.js';
+import type { ActualState, Backend, DatapathTable, PeerError } from './types.js';
 
 export interface ReconcileReport {
   /** ops that create or replace (routes, neighbours, FDB entries), described one per line */
@@ -23,6 +23,8 @@ export interface ReconcileReport {
   errors: PeerError[];
   /** the exact plan applied, in order */
   ops: KernelOp[];
+  /** backends with a userspace datapath (tun): the peer table of the plan applied, for Backend.syncDatapath */
+  datapath?: DatapathTable;
 }
 
 export interface ReconcilerOptions {
@@ -153,6 +155,7 @@ export class Reconciler {
       removed: plan.ops.filter(isRemoval).map(describeOp),
       errors: plan.errors,
       ops: plan.ops,
+      ...(plan.datapath ? { datapath: plan.datapath } : {}),
     };
   }
 }

@@ -18,11 +18,11 @@
 //     with their public IP and lease Port; syncDatapath writes it to podnet-tund's peers file.
 //   - MTU: underlay MTU − 28 (IPv4 underlay: 20 IP + 8 UDP) or − 48 (IPv6: 40 + 8). Below 576
 //     (1280 when the cluster carries IPv6) the tunnel is refused.
-import type { KernelOp, Link, Route } from '../../kernel/types.js';
+import type { KernelOp, Link } from '../../kernel/types.js';
 import type { NodeLease } from '../lease.js';
 import { canonicalIP, tryParseIP } from '../../util/ip.js';
 import { writePeers } from '../tund/index.js';
-import { canonCidr, diffRoutes, isPodnetRoute, peerError, peerName, validatePeers, planDeviceAddresses, type DesiredRoute } from './common.js';
+import { canonCidr, diffRoutes, peerError, peerName, validatePeers, detailedLink, planDeviceAddresses, type DesiredRoute } from './common.js';
 import {
   DEFAULT_TUN_PORT,
   PODNET_RTPROTO_STR,
@@ -114,16 +114,6 @@ export class TunBackend implements Backend {
   }
 
   /**
-   * The link with its kind-specific data: the netlink adapter's link() has no IFLA_INFO_DATA
-   * (`info` unset); links() comes from iproute2's detailed dump and has it (see vxlan.ts).
-   */
-  private async detailedLink(ctx: DeviceContext): Promise<Link | undefined> {
-    const l = await ctx.kernel.link(ctx.ns, this.device);
-    if (!l || l.info !== undefined || l.kind !== 'tun') return l;
-    return (await ctx.kernel.links(ctx.ns)).find((x) => x.name === this.device) ?? l;
-  }
-
-  /**
    * Every refusal of ensureDevice, read-only: the underlay must exist, leave a big enough MTU, and a
    * podnet.tun already there must be podnet's. Returns what ensureDevice will find.
    */
@@ -143,7 +133,7 @@ export class TunBackend implements Backend {
           `below the ${min} bytes ${v6 ? 'IPv6 needs' : 'IPv4 requires'}; raise ${this.iface}'s MTU to at least ${min + overhead}`,
       );
     }
-    const existing = await this.detailedLink(ctx);
+    const existing = await detailedLink(kernel, ns, this.device, 'tun');
     if (existing) {
       const why = this.incompatibilities(existing);
       if (why.length) {
@@ -213,25 +203,8 @@ export class TunBackend implements Backend {
 
     const route = (dst: string) => ({ dst, dev: this.device, proto: PODNET_RTPROTO_STR });
     const desired: DesiredRoute[] = [];
-    // the cluster networks: refused (with an error, without the route) when a foreign route holds the prefix
-    const foreign = new Map<string, Route>();
-    for (const r of actual.routes) {
-      if (r.dst === 'default' || (r.table !== undefined && r.table !== 254) || isPodnetRoute(r)) continue;
-      const k = canonCidr(r.dst);
-      if (k) foreign.set(k, r);
-    }
-    for (const net of this.clusterNetworks) {
-      const f = foreign.get(net);
-      if (f) {
-        errors.push({
-          peer: net,
-          publicIP: own.publicIP,
-          message: `cluster network ${net}: a route to ${f.dst} not created by podnet exists (proto ${f.protocol ?? '?'}${f.dev ? `, dev ${f.dev}` : ''}${f.gateway ? `, via ${f.gateway}` : ''}); podnet does not replace it, so unleased pod addresses are not answered by the tunnel`,
-        });
-        continue;
-      }
-      desired.push({ peer: own, spec: route(net) });
-    }
+    // the cluster networks, each its own entry: a foreign route on one refuses only that one
+    for (const net of this.clusterNetworks) desired.push({ peer: { ...own, subnet: net }, spec: route(net), label: `cluster network ${net}` });
     for (const { p, v4, v6 } of ok) {
       desired.push({ peer: p, spec: route(v4) });
       if (v6) desired.push({ peer: p, spec: route(v6) });

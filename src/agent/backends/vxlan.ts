@@ -30,7 +30,7 @@
 import type { KernelOp, Link } from '../../kernel/types.js';
 import type { NodeLease } from '../lease.js';
 import { canonicalIP, formatIP, tryParseIP } from '../../util/ip.js';
-import { canonCidr, diffRoutes, peerError, peerName, planDeviceAddresses, subnetAddr, validatePeers, type DesiredRoute } from './common.js';
+import { canonCidr, diffRoutes, peerError, peerName, detailedLink, planDeviceAddresses, subnetAddr, validatePeers, type DesiredRoute } from './common.js';
 import { DEFAULT_VNI, DEFAULT_VXLAN_PORT, PODNET_RTPROTO_STR, type ActualState, type Backend, type DeviceContext, type DeviceResult, type PeerError, type PeerPlan } from './types.js';
 
 export interface VxlanConfig {
@@ -58,17 +58,6 @@ function normMac(m: unknown): string | undefined {
   if (typeof m !== 'string') return undefined;
   const l = m.toLowerCase();
   return MAC_RE.test(l) ? l : undefined;
-}
-
-/**
- * The link with its kind-specific data (VNI, local, port, learning). The netlink adapter's link()
- * answers without IFLA_INFO_DATA (it leaves `info` unset); links() comes from iproute2's detailed
- * dump and has it. One extra read, only when the device exists and only in ensureDevice.
- */
-async function detailedLink(ctx: DeviceContext, name: string): Promise<Link | undefined> {
-  const l = await ctx.kernel.link(ctx.ns, name);
-  if (!l || l.info !== undefined || l.kind !== 'vxlan') return l;
-  return (await ctx.kernel.links(ctx.ns)).find((x) => x.name === name) ?? l;
 }
 
 export class VxlanBackend implements Backend {
@@ -119,7 +108,7 @@ export class VxlanBackend implements Backend {
     const reasons: string[] = [];
     const ops: KernelOp[] = [];
     let action: DeviceResult['action'];
-    const existing = await detailedLink(ctx, this.device);
+    const existing = await detailedLink(kernel, ns, this.device, 'vxlan');
     const why = existing ? this.incompatibilities(existing, localIP) : [];
     if (existing && why.length === 0) {
       action = 'adopted';

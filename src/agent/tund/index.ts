@@ -14,6 +14,7 @@ import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, read
 import { basename, join, resolve } from 'node:path';
 import { packageRoot, writeAtomic } from '../../cni/install.js';
 import type { Logger } from '../../util/log.js';
+import type { DatapathPeer, DatapathTable } from '../backends/types.js';
 
 export interface TundFiles {
   /** <dataDir>/tund */
@@ -57,18 +58,9 @@ export interface TundStats {
   [k: string]: unknown;
 }
 
-/** One `peer` line: the subnet, the underlay address and the UDP port of the node leasing it. */
-export interface TundPeer {
-  subnet: string;
-  publicIP: string;
-  port: number;
-}
-
-/** The daemon's peer table: the own subnets (`local` lines) and the peers' (`peer` lines). */
-export interface TundPeerTable {
-  locals: string[];
-  peers: TundPeer[];
-}
+/** The daemon's peer table: `local` lines (the own subnets) and `peer` lines (subnet, underlay address, port). */
+export type TundPeer = DatapathPeer;
+export type TundPeerTable = DatapathTable;
 
 export function tundFiles(dataDir: string): TundFiles {
   const dir = join(resolve(dataDir), 'tund');
