@@ -3,6 +3,7 @@
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { Command, Option } from 'commander';
+import { BACKEND_TYPES, type BackendType } from '../agent/lease.js';
 
 type Out = { output: string };
 
@@ -44,7 +45,7 @@ export function registerLabCommands(program: Command): void {
     .command('up')
     .description('create a lab: fabric with an underlay bridge, N nodes each running an agent, etcd members for --store etcd')
     .option('--nodes <n>', 'number of nodes', intArg, 3)
-    .addOption(new Option('--backend <type>', 'datapath between nodes (tun: podnet-tund, docs/tun.md)').choices(['vxlan', 'host-gw', 'tun']).default('vxlan'))
+    .addOption(new Option('--backend <type>', 'datapath between nodes (tun: podnet-tund, docs/tun.md)').choices([...BACKEND_TYPES]).default('vxlan'))
     .addOption(new Option('--store <kind>', 'cluster store').choices(['file', 'etcd']).default('file'))
     .option('--etcd-members <m>', 'etcd cluster size for --store etcd', intArg, 1)
     .option('--network <cidr>', 'cluster CIDR', '10.244.0.0/16')
@@ -56,7 +57,7 @@ export function registerLabCommands(program: Command): void {
     .addOption(nameOption())
     .addOption(outputOption())
     .action(
-      action(async (o: { nodes: number; backend: 'vxlan' | 'host-gw' | 'tun'; store: 'file' | 'etcd'; etcdMembers: number; network: string; ipv6Network?: string; serviceCidr: string; proxyMode: 'nftables' | 'iptables' | 'off'; timeout: number; agents: boolean; name?: string } & Out) => {
+      action(async (o: { nodes: number; backend: BackendType; store: 'file' | 'etcd'; etcdMembers: number; network: string; ipv6Network?: string; serviceCidr: string; proxyMode: 'nftables' | 'iptables' | 'off'; timeout: number; agents: boolean; name?: string } & Out) => {
         const { labUp } = await import('../lab/lab.js');
         const { labStatus, renderStatus } = await import('../lab/status.js');
         const { Progress } = await import('../util/progress.js');
@@ -380,12 +381,12 @@ export function registerLabCommands(program: Command): void {
     .command('demo')
     .description('a 3-node lab (vxlan, host-gw or tun) with 2 pods per node, the pod-to-pod ping matrix with each pair\'s path, then teardown')
     .option('--keep', 'leave the lab up afterwards')
-    .addOption(new Option('--backend <type>', 'datapath between nodes (tun: podnet-tund, docs/tun.md)').choices(['vxlan', 'host-gw', 'tun']).default('vxlan'))
+    .addOption(new Option('--backend <type>', 'datapath between nodes (tun: podnet-tund, docs/tun.md)').choices([...BACKEND_TYPES]).default('vxlan'))
     .addOption(new Option('--store <kind>', 'cluster store').choices(['file', 'etcd']).default('file'))
     .option('--name <lab>', 'lab name', 'demo')
     .addOption(outputOption())
     .action(
-      action(async (o: { keep?: boolean; backend: 'vxlan' | 'host-gw' | 'tun'; store: 'file' | 'etcd'; name: string } & Out) => {
+      action(async (o: { keep?: boolean; backend: BackendType; store: 'file' | 'etcd'; name: string } & Out) => {
         const { runLabDemo } = await import('../lab/demo.js');
         const { validateLabName } = await import('../lab/state.js');
         validateLabName(o.name);

@@ -247,10 +247,13 @@ export async function labDown(name: string, p: Progress = quiet()): Promise<Down
     } catch {
       /* no nodes dir */
     }
-    for (const dir of nodeDirs) {
-      const pid = await stopNodeTund({ dir });
-      if (pid !== undefined) report.stopped.push(pid);
-    }
+    const stopTunds = async () => {
+      for (const dir of nodeDirs) {
+        const pid = await stopNodeTund({ dir });
+        if (pid !== undefined) report.stopped.push(pid);
+      }
+    };
+    await stopTunds();
     const prefix = nsPrefix(name);
     const recorded = s ? [...Object.values(s.pods).map((x) => x.ns), ...s.namespaces.slice().reverse()] : [];
     const found = listNetns().filter((ns) => ns.startsWith(prefix));
@@ -265,10 +268,7 @@ export async function labDown(name: string, p: Progress = quiet()): Promise<Down
       const strays = order.filter(netnsExists).flatMap((ns) => netnsPids(ns));
       if (strays.length === 0) break;
       for (const ref of strays) if (await stopProcess(ref, 'SIGTERM', 3000)) report.stopped.push(ref.pid);
-      for (const dir of nodeDirs) {
-        const pid = await stopNodeTund({ dir });
-        if (pid !== undefined) report.stopped.push(pid);
-      }
+      await stopTunds();
     }
     p.step(`deleting ${order.filter(netnsExists).length} namespaces`);
     for (const ns of order) {

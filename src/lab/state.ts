@@ -6,9 +6,11 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync, fsyncSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { withFileLock } from '../util/lock.js';
+import { BACKEND_TYPES, type BackendType } from '../agent/lease.js';
 
-export type Backend = 'vxlan' | 'host-gw' | 'tun';
-export const BACKENDS: readonly Backend[] = ['vxlan', 'host-gw', 'tun'];
+// the lab runs every backend the agent has
+export type Backend = BackendType;
+export const BACKENDS = BACKEND_TYPES;
 export type StoreKind = 'file' | 'etcd';
 export type ProxyMode = 'nftables' | 'iptables' | 'off';
 export const PROXY_MODES: readonly ProxyMode[] = ['nftables', 'iptables', 'off'];

@@ -144,6 +144,21 @@ async function tcpDigest(a: Node, b: Node, data: Buffer, v6: boolean, port: numb
   return out.split(' ')[0];
 }
 
+/**
+ * tcpdump in a pod netns, started and listening: `out()` is what it printed so far, `done` settles
+ * when it has seen `count` packets (or after `waitMs`), `stop()` ends it.
+ */
+async function capture(ns: string, args: string[], count: number): Promise<{ out: () => string; err: () => string; done: (waitMs: number) => Promise<void>; stop: () => void }> {
+  const cap = spawn('ip', ['netns', 'exec', ns, 'tcpdump', '-i', 'eth0', '-n', '-c', String(count), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  cap.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  cap.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<void>((res) => cap.on('exit', () => res()));
+  await waitFor('tcpdump listening', () => err.includes('listening on'));
+  return { out: () => out, err: () => err, done: (waitMs) => Promise.race([exited, sleep(waitMs)]), stop: () => cap.kill() };
+}
+
 describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () => {
   before(() => {
     ensureBuilt();
@@ -237,18 +252,12 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
 
   it('UDP datagrams cross unchanged: the receiver sees the sender\'s checksum, and it is valid', async () => {
     const [a, b] = nodes;
-    const cap = spawn('ip', ['netns', 'exec', b.pod, 'tcpdump', '-i', 'eth0', '-n', '-vv', '-c', '3', 'udp', 'and', 'port', '7200'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    cap.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    cap.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<void>((res) => cap.on('exit', () => res()));
-    await waitFor('tcpdump listening', () => err.includes('listening on'));
+    const cap = await capture(b.pod, ['-vv', 'udp', 'and', 'port', '7200'], 3);
     for (let k = 0; k < 3; k++) spawnSync('ip', ['netns', 'exec', a.pod, 'socat', '-u', '-', `UDP4-SENDTO:10.250.${b.i}.2:7200`], { input: `datagram ${k} ${'x'.repeat(900)}`, timeout: 5000 });
-    await Promise.race([exited, sleep(8000)]);
-    cap.kill();
-    const lines = out.split('\n').filter((l) => l.includes('.7200:'));
-    assert.equal(lines.length, 3, out + err);
+    await cap.done(8000);
+    cap.stop();
+    const lines = cap.out().split('\n').filter((l) => l.includes('.7200:'));
+    assert.equal(lines.length, 3, cap.out() + cap.err());
     for (const l of lines) {
       assert.match(l, /udp sum ok/, l);
     }
@@ -345,12 +354,7 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
       p.writeUInt16BE(~s & 0xffff, 10);
       return p;
     };
-    const cap = spawn('ip', ['netns', 'exec', b.pod, 'tcpdump', '-i', 'eth0', '-n', '-c', '1', 'udp', 'and', 'port', '7300'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let seen = '';
-    let err = '';
-    cap.stdout.on('data', (d: Buffer) => (seen += d.toString()));
-    cap.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    await waitFor('tcpdump listening', () => err.includes('listening on'));
+    const cap = await capture(b.pod, ['udp', 'and', 'port', '7300'], 1);
     const before = await stats(b);
     // an address on a's underlay that holds no lease
     sh('ip', ['-n', a.ns, 'addr', 'add', '10.99.0.50/24', 'dev', 'eth0']);
@@ -364,23 +368,17 @@ describe('podnet-tund: the tun datapath on its own', { timeout: 300_000 }, () =>
       await sleep(50);
       after = await stats(b);
     }
-    cap.kill();
+    cap.stop();
     sh('ip', ['-n', a.ns, 'addr', 'del', '10.99.0.50/24', 'dev', 'eth0']);
     assert.equal(after.drop_unknown_source - before.drop_unknown_source, 3);
     assert.equal(after.drop_inner_source - before.drop_inner_source, 3);
-    assert.equal(seen.trim(), '', `a spoofed packet reached the pod: ${seen}`);
+    assert.equal(cap.out().trim(), '', `a spoofed packet reached the pod: ${cap.out()}`);
     // and the same packet with a proper source does arrive (the check above can fail)
-    const cap2 = spawn('ip', ['netns', 'exec', b.pod, 'tcpdump', '-i', 'eth0', '-n', '-c', '1', 'udp', 'and', 'port', '7300'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let seen2 = '';
-    let err2 = '';
-    cap2.stdout.on('data', (d: Buffer) => (seen2 += d.toString()));
-    cap2.stderr.on('data', (d: Buffer) => (err2 += d.toString()));
-    const exited2 = new Promise<void>((res) => cap2.on('exit', () => res()));
-    await waitFor('tcpdump listening', () => err2.includes('listening on'));
+    const cap2 = await capture(b.pod, ['udp', 'and', 'port', '7300'], 1);
     send(`10.99.0.${a.i}`, inner(`10.250.${a.i}.9`));
-    await Promise.race([exited2, sleep(5000)]);
-    cap2.kill();
-    assert.match(seen2, /10\.250\.1\.9\.40000 > 10\.250\.2\.2\.7300/);
+    await cap2.done(5000);
+    cap2.stop();
+    assert.match(cap2.out(), /10\.250\.1\.9\.40000 > 10\.250\.2\.2\.7300/);
   });
 
   it('malformed datagrams from a peer are dropped and counted, and the daemon keeps forwarding', async () => {

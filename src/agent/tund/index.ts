@@ -386,7 +386,8 @@ export async function ensureTund(o: EnsureTundOptions): Promise<TundHandle> {
     o.log?.warn('podnet-tund runs with other flags: replacing it', { pid: pre.replace.p.pid, reasons: pre.replace.why });
     await stopTund(o.dataDir);
   }
-  const bin = checkTundBinary(o.binary);
+  // preflightTund checked it
+  const bin = o.binary ?? tundBinary();
   mkdirSync(f.dir, { recursive: true });
   const logFd = openSync(f.log, 'a', 0o644);
   const logStart = statSync(f.log).size;
