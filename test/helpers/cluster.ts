@@ -2,7 +2,7 @@
 // nodes with eth0 on it, an agent per node (podnet agent --config --store), and pods wired
 // through each node's installed CNI client, exactly as a runtime calls it.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetnsFixture, RUN_PREFIX } from './netns.js';
@@ -19,6 +19,41 @@ export function agentLogTail(dir: string, lines = 15): string {
     return readFileSync(join(dir, 'agent.log'), 'utf8').split('\n').slice(-lines).join('\n');
   } catch {
     return '(no log)';
+  }
+}
+
+/** `podnet agent` for a test node: its files under `dir`, quick lease TTL and resync. */
+export function agentCommand(o: { config: string; store: string; endpoints?: string[]; dir: string; dataDir: string; name: string }, extra: string[] = []): string[] {
+  return [
+    join(ROOT, 'dist/podnet.mjs'), 'agent',
+    '--config', o.config,
+    '--store', o.store,
+    ...(o.endpoints ? ['--etcd-endpoints', o.endpoints.join(',')] : []),
+    '--socket', join(o.dir, 'sock'),
+    '--subnet-file', join(o.dir, 'subnet.env'),
+    '--data-dir', o.dataDir,
+    '--node-name', o.name,
+    '--lease-ttl', '10',
+    // every resync also re-lists the leases: after a store outage a node catches up within
+    // it even while its watch is still in reconnect backoff (the tests wait up to 10 s)
+    '--resync', '2',
+    '--log-level', 'info',
+    ...extra,
+  ];
+}
+
+/** Runs `argv` (an agentCommand) in the node's netns, logging to its dir; resolves once its subnet file exists. */
+export async function startAgentIn(node: { name: string; ns: string; dir: string; agent?: ChildProcess }, argv: string[], timeoutMs: number): Promise<void> {
+  const out = openSync(join(node.dir, 'agent.log'), 'a');
+  const agent = spawn('ip', ['netns', 'exec', node.ns, process.execPath, ...argv], { stdio: ['ignore', out, out] });
+  closeSync(out);
+  node.agent = agent;
+  const subnetFile = join(node.dir, 'subnet.env');
+  const t0 = Date.now();
+  while (!existsSync(subnetFile)) {
+    if (agent.exitCode !== null) throw new Error(`agent of ${node.name} exited (${agent.exitCode}): ${agentLogTail(node.dir)}`);
+    if (Date.now() - t0 > timeoutMs) throw new Error(`agent of ${node.name} wrote no subnet file in ${timeoutMs} ms: ${agentLogTail(node.dir)}`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
@@ -104,36 +139,12 @@ export class TestCluster {
   }
 
   agentArgs(node: ClusterNode, extra: string[] = []): string[] {
-    return [
-      join(ROOT, 'dist/podnet.mjs'), 'agent',
-      '--config', this.netConfPath,
-      '--store', this.store.url,
-      ...(this.store.endpoints ? ['--etcd-endpoints', this.store.endpoints.join(',')] : []),
-      '--socket', join(node.dir, 'sock'),
-      '--subnet-file', join(node.dir, 'subnet.env'),
-      '--data-dir', join(node.dir, 'data'),
-      '--node-name', node.name,
-      '--lease-ttl', '10',
-      // every resync also re-lists the leases: after a store outage a node catches up within
-      // it even while its watch is still in reconnect backoff (the tests wait up to 10 s)
-      '--resync', '2',
-      '--log-level', 'info',
-      ...extra,
-    ];
+    return agentCommand({ config: this.netConfPath, store: this.store.url, endpoints: this.store.endpoints, dir: node.dir, dataDir: join(node.dir, 'data'), name: node.name }, extra);
   }
 
   /** Starts the node's agent; resolves once its subnet file exists. */
-  async startAgent(node: ClusterNode, timeoutMs = 20_000): Promise<void> {
-    const log = join(node.dir, 'agent.log');
-    const out = (await import('node:fs')).openSync(log, 'a');
-    node.agent = spawn('ip', ['netns', 'exec', node.ns, process.execPath, ...this.agentArgs(node)], { stdio: ['ignore', out, out] });
-    const subnetFile = join(node.dir, 'subnet.env');
-    const t0 = Date.now();
-    while (!existsSync(subnetFile)) {
-      if (node.agent.exitCode !== null) throw new Error(`agent of ${node.name} exited (${node.agent.exitCode}): ${this.agentLog(node)}`);
-      if (Date.now() - t0 > timeoutMs) throw new Error(`agent of ${node.name} wrote no subnet file in ${timeoutMs} ms: ${this.agentLog(node)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  startAgent(node: ClusterNode, timeoutMs = 20_000): Promise<void> {
+    return startAgentIn(node, this.agentArgs(node), timeoutMs);
   }
 
   agentLog(node: ClusterNode): string {

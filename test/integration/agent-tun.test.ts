@@ -7,11 +7,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureBuilt } from '../helpers/cni.js';
-import { agentLogTail, stopAgentOf } from '../helpers/cluster.js';
+import { agentCommand, agentLogTail, startAgentIn, stopAgentOf } from '../helpers/cluster.js';
 import { installCni } from '../../src/cni/install.js';
 import { SUPPORTED_VERSIONS } from '../../src/cni/version.js';
 import { pingFrom } from '../../src/util/ping.js';
@@ -116,31 +116,13 @@ class TunCluster {
 
   agentArgs(node: Node, confPath = join(this.tmp, 'net-conf.json')): string[] {
     if (!existsSync(join(this.tmp, 'net-conf.json'))) writeFileSync(join(this.tmp, 'net-conf.json'), JSON.stringify(this.netConf));
-    return [
-      join(ROOT, 'dist/podnet.mjs'), 'agent',
-      '--config', confPath,
-      '--store', this.store,
-      '--socket', join(node.dir, 'sock'),
-      '--subnet-file', join(node.dir, 'subnet.env'),
-      '--data-dir', node.data,
-      '--node-name', node.name,
-      '--lease-ttl', '10',
-      '--resync', '2',
-      '--log-level', 'info',
-    ];
+    return agentCommand({ config: confPath, store: this.store, dir: node.dir, dataDir: node.data, name: node.name });
   }
 
-  async startAgent(node: Node, timeoutMs = 30_000): Promise<void> {
-    const subnetFile = join(node.dir, 'subnet.env');
-    rmSync(subnetFile, { force: true });
-    const out = openSync(join(node.dir, 'agent.log'), 'a');
-    node.agent = spawn('ip', ['netns', 'exec', node.ns, process.execPath, ...this.agentArgs(node)], { stdio: ['ignore', out, out] });
-    const t0 = Date.now();
-    while (!existsSync(subnetFile)) {
-      if (node.agent.exitCode !== null) throw new Error(`agent of ${node.name} exited (${node.agent.exitCode}): ${this.agentLog(node)}`);
-      if (Date.now() - t0 > timeoutMs) throw new Error(`agent of ${node.name} wrote no subnet file in ${timeoutMs} ms: ${this.agentLog(node)}`);
-      await sleep(50);
-    }
+  startAgent(node: Node, timeoutMs = 30_000): Promise<void> {
+    // a restarted agent must write it again
+    rmSync(join(node.dir, 'subnet.env'), { force: true });
+    return startAgentIn(node, this.agentArgs(node), timeoutMs);
   }
 
   /** Runs an agent to completion with this config (bad input: it must exit). */
