@@ -17,47 +17,24 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { installCni } from '../src/cni/install.js';
 import { SUPPORTED_VERSIONS } from '../src/cni/version.js';
 import { openStore } from '../src/store/index.js';
 import { buildService, buildSlice, servicePorts, storeKeys } from '../src/lab/services.js';
+import { argNum, handBuilt, iperf as iperfRun, lab as runLab, LIMITS, median, REPO } from './lab-bench.js';
 
-function argNum(flag: string, dflt: number): number {
-  const i = process.argv.indexOf(flag);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-}
 const ROUNDS = argNum('--rounds', 5);
 const SECONDS = argNum('--seconds', 5);
 const SERVICES = argNum('--services', 100);
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const LIMITS = resolve(REPO, '..', 'shared', 'bench', 'datapath-limits.sh');
 const labDir = mkdtempSync(join(tmpdir(), 'podnet-bench-lab-'));
 process.env.PODNET_LAB_DIR = labDir; // for the in-process lab calls (services) and the children
 const env = { ...process.env };
 type Backend = 'vxlan' | 'host-gw';
 const BACKENDS: Backend[] = ['vxlan', 'host-gw'];
 
-function lab(args: string[]): string {
-  const r = spawnSync(process.execPath, [join(REPO, 'dist/podnet.mjs'), 'lab', ...args], { env, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`podnet lab ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-
-function iperf(clientNs: string, serverNs: string, server: string): number {
-  execFileSync('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-D', '-B', server]);
-  spawnSync('sleep', ['0.3']);
-  const out = execFileSync('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', server, '-t', String(SECONDS), '-J'], { encoding: 'utf8' });
-  return JSON.parse(out).end.sum_received.bits_per_second / 1e9;
-}
-
-function handBuilt(): Record<string, number> {
-  const r = spawnSync('bash', [LIMITS], { env: { ...process.env, T: String(SECONDS) }, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`datapath-limits.sh failed: ${r.stderr}`);
-  const get = (label: string) => Number(new RegExp(`${label} Gbit/s: ([0-9.]+)`).exec(r.stdout)?.[1]);
-  return { 'host-gw': get('cross-node host-gw'), vxlan: get('cross-node vxlan'), underlay: get('underlay node-node') };
-}
+const lab = (args: string[]) => runLab(args, env);
+const iperf = (clientNs: string, serverNs: string, server: string): number => iperfRun(clientNs, serverNs, server, SECONDS).gbps;
 
 /** Elements of a node's svc4 map (frontends programmed by its proxy). */
 function programmedFrontends(ns: string): number {
@@ -188,11 +165,6 @@ async function directSetup(backend: Backend): Promise<Setup> {
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
 const setups: Setup[] = [];
 const teardownAll = () => {
   while (setups.length) {
@@ -226,7 +198,7 @@ try {
     direct[b] = await directSetup(b);
     setups.push(direct[b]);
   }
-  const ref: Record<string, number[]> = { vxlan: [], 'host-gw': [], underlay: [] };
+  const ref: Record<keyof ReturnType<typeof handBuilt>, number[]> = { vxlan: [], 'host-gw': [], underlay: [] };
   const inLab: Record<Backend, number[]> = { vxlan: [], 'host-gw': [] };
   const same: Record<Backend, number[]> = { vxlan: [], 'host-gw': [] };
   const run = (s: Setup) => iperf(s.client, s.serverNs, s.server);
@@ -235,8 +207,8 @@ try {
       [
         'hand-built',
         () => {
-          const h = handBuilt();
-          for (const k of Object.keys(ref)) ref[k].push(h[k]);
+          const h = handBuilt(SECONDS);
+          for (const k of Object.keys(ref) as (keyof typeof ref)[]) ref[k].push(h[k]);
         },
       ],
       ['lab vxlan', () => inLab.vxlan.push(run(labs.vxlan))],

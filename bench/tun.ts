@@ -21,19 +21,13 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { findTund, stopTund, tundBinary } from '../src/agent/tund/index.js';
+import { argNum, handBuilt, iperf, lab as runLab, median, REPO } from './lab-bench.js';
 
-function argNum(flag: string, dflt: number): number {
-  const i = process.argv.indexOf(flag);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-}
 const ROUNDS = argNum('--rounds', 3);
 const SECONDS = argNum('--seconds', 5);
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const LIMITS = resolve(REPO, '..', 'shared', 'bench', 'datapath-limits.sh');
 const labDir = mkdtempSync(join(tmpdir(), 'podnet-bench-tun-'));
 const binDir = mkdtempSync(join(tmpdir(), 'podnet-bench-naive-'));
 process.env.PODNET_LAB_DIR = labDir;
@@ -54,25 +48,9 @@ interface LabSt {
   pods: Record<string, { ns: string; ips: string[] }>;
 }
 
-function lab(args: string[]): string {
-  const r = spawnSync(process.execPath, [join(REPO, 'dist/podnet.mjs'), 'lab', ...args], { env, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`podnet lab ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
+const lab = (args: string[]) => runLab(args, env);
 const labState = (name: string): LabSt => JSON.parse(readFileSync(join(labDir, name, 'state.json'), 'utf8')) as LabSt;
 const agentDir = (n: LabNodeSt) => join(n.dir, 'agent');
-
-interface Iperf {
-  gbps: number;
-  bytes: number;
-}
-function iperf(clientNs: string, serverNs: string, server: string, streams: number): Iperf {
-  execFileSync('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-D', '-B', server]);
-  spawnSync('sleep', ['0.3']);
-  const out = execFileSync('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', server, '-t', String(SECONDS), '-P', String(streams), '-J'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  const end = JSON.parse(out).end.sum_received;
-  return { gbps: end.bits_per_second / 1e9, bytes: end.bytes };
-}
 
 /** utime+stime of a process (all its threads), in seconds. */
 function cpuSeconds(pid: number): number {
@@ -80,13 +58,6 @@ function cpuSeconds(pid: number): number {
   const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
   // rest[0] is field 3; utime is field 14, stime 15
   return (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
-}
-
-function handBuilt(): { vxlan: number; hostgw: number } {
-  const r = spawnSync('bash', [LIMITS], { env: { ...process.env, T: String(SECONDS) }, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`datapath-limits.sh failed: ${r.stderr}`);
-  const get = (label: string) => Number(new RegExp(`${label} Gbit/s: ([0-9.]+)`).exec(r.stdout)?.[1]);
-  return { vxlan: get('cross-node vxlan'), hostgw: get('cross-node host-gw') };
 }
 
 function pingOk(ns: string, dst: string): boolean {
@@ -151,9 +122,9 @@ function tundPids(st: LabSt): number[] {
 /** One single-stream run with the CPU of the given forwarder processes; then -P 4. */
 function measureWithCpu(st: LabSt, pids: number[]): { p1: number; p4: number; cpuPerGB: number } {
   const c0 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
-  const r1 = iperf(st.pods.a.ns, st.pods.b.ns, st.pods.b.ips[0], 1);
+  const r1 = iperf(st.pods.a.ns, st.pods.b.ns, st.pods.b.ips[0], SECONDS, 1);
   const c1 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
-  const r4 = iperf(st.pods.a.ns, st.pods.b.ns, st.pods.b.ips[0], 4);
+  const r4 = iperf(st.pods.a.ns, st.pods.b.ns, st.pods.b.ips[0], SECONDS, 4);
   return { p1: r1.gbps, p4: r4.gbps, cpuPerGB: (c1 - c0) / (r1.bytes / 1e9) };
 }
 
@@ -172,11 +143,6 @@ async function restartLoss(st: LabSt): Promise<{ sent: number; received: number;
   return { sent, received, lossPct: (1 - received / sent) * 100 };
 }
 
-const median = (xs: number[]) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
 
 async function main(): Promise<void> {
@@ -203,13 +169,13 @@ async function main(): Promise<void> {
       res.tun.cpu.push(m.cpuPerGB);
     },
     vxlan: async () => {
-      res.vxlan.p1.push(iperf(vx.pods.a.ns, vx.pods.b.ns, vx.pods.b.ips[0], 1).gbps);
-      res.vxlan.p4.push(iperf(vx.pods.a.ns, vx.pods.b.ns, vx.pods.b.ips[0], 4).gbps);
+      res.vxlan.p1.push(iperf(vx.pods.a.ns, vx.pods.b.ns, vx.pods.b.ips[0], SECONDS, 1).gbps);
+      res.vxlan.p4.push(iperf(vx.pods.a.ns, vx.pods.b.ns, vx.pods.b.ips[0], SECONDS, 4).gbps);
     },
     kernel: async () => {
-      const h = handBuilt();
+      const h = handBuilt(SECONDS);
       res.kernel.vxlan.push(h.vxlan);
-      res.kernel.hostgw.push(h.hostgw);
+      res.kernel.hostgw.push(h['host-gw']);
     },
     naive: async () => {
       const pids = await startNaive(tun, naiveBin);

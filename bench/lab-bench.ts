@@ -1,0 +1,45 @@
+// What the lab benchmarks (datapath.ts, tun.ts) share: their flags, the `podnet lab` runner, one
+// iperf3 run between two pods, the hand-built reference path and the median.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const LIMITS = resolve(REPO, '..', 'shared', 'bench', 'datapath-limits.sh');
+
+/** `--flag N` from the command line, or the default. */
+export function argNum(flag: string, dflt: number): number {
+  const i = process.argv.indexOf(flag);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+}
+
+/** Runs `podnet lab ARGS` (the built bundle) with this environment; its stdout, or an Error with its stderr. */
+export function lab(args: string[], env: NodeJS.ProcessEnv): string {
+  const r = spawnSync(process.execPath, [join(REPO, 'dist/podnet.mjs'), 'lab', ...args], { env, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`podnet lab ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** One iperf3 TCP run from clientNs to an iperf3 server started in serverNs on `server`; received Gbit/s and bytes. */
+export function iperf(clientNs: string, serverNs: string, server: string, seconds: number, streams = 1): { gbps: number; bytes: number } {
+  execFileSync('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-D', '-B', server]);
+  spawnSync('sleep', ['0.3']);
+  const out = execFileSync('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', server, '-t', String(seconds), '-P', String(streams), '-J'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const end = JSON.parse(out).end.sum_received;
+  return { gbps: end.bits_per_second / 1e9, bytes: end.bytes };
+}
+
+/** ../shared/bench/datapath-limits.sh: the hand-built paths' single-stream Gbit/s. */
+export function handBuilt(seconds: number): { 'host-gw': number; vxlan: number; underlay: number } {
+  const r = spawnSync('bash', [LIMITS], { env: { ...process.env, T: String(seconds) }, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`datapath-limits.sh failed: ${r.stderr}`);
+  const get = (label: string) => Number(new RegExp(`${label} Gbit/s: ([0-9.]+)`).exec(r.stdout)?.[1]);
+  return { 'host-gw': get('cross-node host-gw'), vxlan: get('cross-node vxlan'), underlay: get('underlay node-node') };
+}
+
+/** The median of the finite values (the mean of the middle two for an even count); NaN when there are none. */
+export function median(xs: number[]): number {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
