@@ -1,6 +1,6 @@
 // `podnet agent`: serves CNI on its socket and, given a network config and a store, runs the
 // cluster side (subnet lease, cross-node datapath, subnet.env).
-import { startCniServer } from './cni-server.js';
+import { startCniServer, type ControlHandlers } from './cni-server.js';
 import { createLogger, type Level } from '../util/log.js';
 import { cniLogger } from '../cni/run.js';
 import type { ClusterOptions } from './cluster.js';
@@ -19,9 +19,10 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   process.on('unhandledRejection', (e) => log.error('unhandled rejection', { error: String(e) }));
   // CNI is served first: until the lease exists, STATUS answers 50 and ADD 11 (no subnet file yet)
   // one JSON line per CNI call in the same file the standalone plugin writes
-  const srv = await startCniServer({ socket: o.socket, log, cniLog: cniLogger() });
+  const controls: ControlHandlers = new Map();
+  const srv = await startCniServer({ socket: o.socket, log, cniLog: cniLogger(), controls });
   log.info('podnet agent serving CNI', { pid: process.pid, socket: o.socket });
-  let cluster: { stop(): Promise<void> } | undefined;
+  let cluster: { stop(): Promise<void>; bgpStatus?: () => unknown } | undefined;
   if (o.config || o.store) {
     if (!o.config || !o.store) {
       await srv.close();
@@ -30,6 +31,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     const { startCluster } = await import('./cluster.js');
     try {
       cluster = await startCluster({ ...o, configPath: o.config, store: o.store, log: log.child({ subsys: 'cluster' }) });
+      if (cluster.bgpStatus) controls.set('bgp-status', cluster.bgpStatus);
     } catch (e) {
       await srv.close();
       throw e;

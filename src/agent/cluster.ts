@@ -11,7 +11,9 @@ import type { NetnsRef } from '../kernel/types.js';
 import type { Logger } from '../util/log.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
-import { createCheckedBackend, Reconciler, TunBackend, type DeviceResult } from './backends/index.js';
+import { BgpBackend, createCheckedBackend, Reconciler, TunBackend, type DeviceResult } from './backends/index.js';
+import { applyOverrides, describePeers, type BgpConfig } from './bgp/config.js';
+import { BgpSpeaker, type SpeakerStatus } from './bgp/speaker.js';
 import { ensureTund, findTund, preflightTund, readPeers, stopTund, writePeers, type TundHandle } from './tund/index.js';
 import { ensureClusterFirewall } from './firewall.js';
 import { formatCidr } from '../util/ip.js';
@@ -41,11 +43,17 @@ export interface ClusterOptions {
   proxyMode?: 'nftables' | 'iptables' | 'off';
   /** inclusive NodePort range */
   nodePortRange?: [number, number];
+  /** bgp backend: this node's AS (overrides net-conf's ASN) */
+  bgpAsn?: string;
+  /** bgp backend: this node's peers, ADDR[:ASN] (replace net-conf's Peers) */
+  bgpPeers?: string[];
   log: Logger;
 }
 
 export interface ClusterAgent {
   readonly lease: () => NodeLease | undefined;
+  /** bgp backend: the speaker's sessions and routes (`podnet bgp status`) */
+  readonly bgpStatus?: () => SpeakerStatus;
   stop(): Promise<void>;
 }
 
@@ -71,6 +79,8 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
     kernel,
   );
   const tun = backend instanceof TunBackend ? backend : undefined;
+  const bgpBackend = backend instanceof BgpBackend ? backend : undefined;
+  const bgpConf = bgpBackend ? bgpNodeConfig(conf, o, node) : undefined;
   const tundOpts = tun ? { dataDir: o.dataDir, dev: tun.device, listen: node.publicIP, port: tun.port, log: log.child({ subsys: 'tund' }) } : undefined;
   // <prefix>/subnets/10.244.1.0-24, with flannel's meaning of --etcd-prefix (default /podnet/network)
   const prefix = `${o.etcdPrefix.replace(/\/$/, '')}/subnets/`;
@@ -97,15 +107,18 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   mkdirSync(o.dataDir, { recursive: true });
   const rememberFile = join(o.dataDir, 'subnet');
   const remembered = existsSync(rememberFile) ? readFileSync(rememberFile, 'utf8').trim() : undefined;
-  let held: HeldLease = await acquireLease({ store, conf, prefix, ttlSeconds: o.leaseTtl, publicIP: node.publicIP, publicIPv6: node.publicIPv6, nodeName: o.nodeName, backendData: tun ? { Port: tun.port } : {}, remembered, log });
+  const ownBackendData = tun ? { Port: tun.port } : bgpConf ? { ASN: bgpConf.asn, Peers: describePeers(bgpConf.peers), RouterID: bgpConf.routerId! } : {};
+  let held: HeldLease = await acquireLease({ store, conf, prefix, ttlSeconds: o.leaseTtl, publicIP: node.publicIP, publicIPv6: node.publicIPv6, nodeName: o.nodeName, backendData: ownBackendData, remembered, log });
   writeAtomic(rememberFile, held.lease.subnet + '\n', 0o644);
   const locals = [held.lease.subnet, ...(held.lease.ipv6Subnet ? [held.lease.ipv6Subnet] : [])];
   let dev: DeviceResult | undefined;
   let tund: TundHandle | undefined;
+  let speaker: BgpSpeaker | undefined;
   // nothing half-built: what this start created (the tun device, podnet-tund) goes again when a
   // later step fails; what it adopted stays as it was found
   const undo = async (e: unknown): Promise<never> => {
     if (tund?.action === 'started' && tundOpts) await stopTund(tundOpts.dataDir).catch(() => false);
+    await speaker?.stop('withdraw').catch(() => undefined);
     if (tun && dev?.action === 'created' && dev.device) await kernel.apply(ns, [{ op: 'link-del', name: dev.device, ignoreMissing: true }]).catch(() => undefined);
     // tun: no lease either, so that no peer routes to a node without a datapath
     if (tun) await store.revokeLease(held.leaseId).catch(() => {});
@@ -126,6 +139,7 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
       if (!findTund(tundOpts.dataDir) || !have || JSON.stringify([...have.locals].sort()) !== JSON.stringify([...locals].sort())) writePeers(tundOpts.dataDir, { locals, peers: [] });
       tund = await ensureTund(tundOpts);
     }
+    if (bgpConf) dev = { ...dev, backendData: ownBackendData };
     if (JSON.stringify(dev.backendData) !== JSON.stringify(held.lease.backendData)) {
       held = await updateLease(store, held, { ...held.lease, backendData: dev.backendData });
     }
@@ -142,6 +156,18 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
 
   const reconciler = new Reconciler({ kernel, ns, backend, log: log.child({ subsys: 'reconcile' }) });
   let timer: NodeJS.Timeout | undefined;
+  const ownPrefixes = (l: NodeLease) => [{ prefix: l.subnet, family: 'ipv4' as const }, ...(l.ipv6Subnet ? [{ prefix: l.ipv6Subnet, family: 'ipv6' as const }] : [])];
+  if (bgpBackend && bgpConf) {
+    // the speaker's routes and session changes reconcile like lease changes do
+    speaker = new BgpSpeaker({ config: bgpConf, routerId: bgpConf.routerId!, nextHops: { v4: node.publicIP, ...(node.publicIPv6 ? { v6: node.publicIPv6 } : {}) }, sourceAddress: { v4: node.publicIP, ...(node.publicIPv6 ? { v6: node.publicIPv6 } : {}) }, dataDir: o.dataDir, log: log.child({ subsys: 'bgp' }), onChange: () => schedule() });
+    bgpBackend.useSpeaker(speaker);
+    speaker.setOwnPrefixes(ownPrefixes(held.lease));
+    try {
+      await speaker.start();
+    } catch (e) {
+      return undo(e);
+    }
+  }
   let running = false;
   let again = false;
   let stopped = false;
@@ -171,6 +197,8 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
           log.error('cannot start podnet-tund (retried on the next pass)', { error: (e as Error).message });
         }
       }
+      // the lease may have been taken again (another subnet after an outage): announce what is held
+      speaker?.setOwnPrefixes(ownPrefixes(held.lease));
       const report = await reconciler.reconcile(held.lease, peers, { full });
       for (const err of report.errors) log.error('peer refused', { ...err });
       // the userspace datapath (tun) takes the peers of the plan just applied
@@ -218,6 +246,7 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
 
   return {
     lease: () => held.lease,
+    ...(speaker ? { bgpStatus: () => speaker!.status() } : {}),
     async stop() {
       stopped = true;
       clearInterval(resync);
@@ -225,11 +254,27 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
       if (timer) clearTimeout(timer);
       watcher.close();
       await proxy?.stop();
+      // a stopping node withdraws its routes (the peers drop them now); kill -9 leaves them to
+      // graceful restart at the peers
+      await speaker?.stop('withdraw').catch((e: Error) => log.warn('BGP shutdown', { error: e.message }));
       // the lease stays: a restarted agent takes the same subnet back and adopts the datapath
       // (podnet-tund too: it keeps forwarding while the agent is away)
       await store.close().catch(() => {});
     },
   };
+}
+
+/**
+ * The bgp backend's settings for this node: net-conf's, with the agent's --bgp-asn/--bgp-peer,
+ * checked before anything is touched (bad ones exit 2).
+ */
+function bgpNodeConfig(conf: NetConf, o: ClusterOptions, node: NodeIdentity): BgpConfig {
+  const cfg = applyOverrides(conf.backend.bgp!, { asn: o.bgpAsn, peers: o.bgpPeers });
+  const own = new Set([node.publicIP, node.publicIPv6].filter(Boolean));
+  for (const p of cfg.peers) if (own.has(p.address)) throw new Error(`BGP peer ${p.address} is this node's own address`);
+  if (cfg.peers.length === 0) o.log.warn('bgp backend without peers: the node\'s subnet is announced to nobody (set Backend.Peers or --bgp-peer)');
+  BgpSpeaker.preflight(cfg);
+  return { ...cfg, routerId: cfg.routerId ?? node.publicIP };
 }
 
 /** The service proxy inside the agent: a Proxier fed from the store's Service and EndpointSlice keys. */

@@ -18,7 +18,13 @@ export interface CniServer {
   stats: { requests: number; failures: number; inFlight: number };
 }
 
-export async function startCniServer(opts: { socket: string; log: Logger; cniLog?: Logger }): Promise<CniServer> {
+/**
+ * Queries the agent answers on its socket besides CNI (`podnet bgp status`): a request whose
+ * environment has PODNET_CONTROL=<name> gets exit code 0 and the handler's JSON, or 1 and an error.
+ */
+export type ControlHandlers = Map<string, () => unknown>;
+
+export async function startCniServer(opts: { socket: string; log: Logger; cniLog?: Logger; controls?: ControlHandlers }): Promise<CniServer> {
   const { socket, log } = opts;
   mkdirSync(dirname(socket), { recursive: true, mode: 0o700 });
   try {
@@ -43,13 +49,20 @@ export async function startCniServer(opts: { socket: string; log: Logger; cniLog
         try {
           const t0 = process.hrtime.bigint();
           const req = decodeRequest(Buffer.concat(chunks));
-          const which = req.env.PODNET_PLUGIN || 'podnet';
-          const ms = (a: bigint, b: bigint): number => Number(b - a) / 1e6;
-          // the profile of a request: from the request's first byte to its end, then its decoding
-          const steps = { 'socket-read': firstByte === undefined ? 0 : ms(firstByte, t0), decode: ms(t0, process.hrtime.bigint()) };
-          const res = await runCni(which, req, opts.cniLog ?? log, steps);
-          if (res.exitCode !== 0) stats.failures++;
-          out = encodeResponse(res);
+          const control = req.env.PODNET_CONTROL;
+          if (control !== undefined) {
+            stats.requests--;
+            const h = opts.controls?.get(control);
+            out = h ? encodeResponse({ exitCode: 0, stdout: JSON.stringify(await h()) + '\n', stderr: '' }) : encodeResponse({ exitCode: 1, stdout: JSON.stringify({ error: `this agent does not answer ${control}` }) + '\n', stderr: '' });
+          } else {
+            const which = req.env.PODNET_PLUGIN || 'podnet';
+            const ms = (a: bigint, b: bigint): number => Number(b - a) / 1e6;
+            // the profile of a request: from the request's first byte to its end, then its decoding
+            const steps = { 'socket-read': firstByte === undefined ? 0 : ms(firstByte, t0), decode: ms(t0, process.hrtime.bigint()) };
+            const res = await runCni(which, req, opts.cniLog ?? log, steps);
+            if (res.exitCode !== 0) stats.failures++;
+            out = encodeResponse(res);
+          }
         } catch (e) {
           stats.failures++;
           const err = new CniError(ErrCode.AgentFailure, `podnet agent could not serve the request: ${(e as Error).message}`);

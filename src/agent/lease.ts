@@ -1,9 +1,9 @@
 // A node's subnet lease as kept in the cluster store, in flannel's shape so its users can
 // read it: key /podnet/network/subnets/10.244.1.0-24, value {"PublicIP","BackendType","BackendData"}.
 
-export type BackendType = 'vxlan' | 'host-gw' | 'tun';
+export type BackendType = 'vxlan' | 'host-gw' | 'tun' | 'bgp';
 
-export const BACKEND_TYPES: readonly BackendType[] = ['vxlan', 'host-gw', 'tun'];
+export const BACKEND_TYPES: readonly BackendType[] = ['vxlan', 'host-gw', 'tun', 'bgp'];
 
 export function isBackendType(v: unknown): v is BackendType {
   return typeof v === 'string' && (BACKEND_TYPES as readonly string[]).includes(v);
@@ -21,8 +21,16 @@ export interface TunBackendData {
   Port: number;
 }
 
-/** BackendData of any backend: vxlan's VtepMAC/VNI, tun's Port, host-gw's nothing. */
-export type BackendData = Partial<VxlanBackendData> & Partial<TunBackendData>;
+export interface BgpBackendData {
+  /** the node's own AS number (the net-conf ASN, or the agent's --bgp-asn override) */
+  ASN: number;
+  /** the BGP peers this node speaks to ("ADDR" or "ADDR:ASN"; the agent's --bgp-peer overrides, else net-conf Peers) */
+  Peers: string[];
+  RouterID?: string;
+}
+
+/** BackendData of any backend: vxlan's VtepMAC/VNI, tun's Port, bgp's ASN/Peers, host-gw's nothing. */
+export type BackendData = Partial<VxlanBackendData> & Partial<TunBackendData> & Partial<BgpBackendData>;
 
 export interface NodeLease {
   /** the node's IPv4 pod subnet, CIDR (network address form), e.g. 10.244.1.0/24 */

@@ -3,6 +3,7 @@
 import { BITS, cidr, formatCidr, hasHostBits, masked, overlaps, tryParseCidr, type Cidr } from '../util/ip.js';
 import { BACKEND_TYPES, isBackendType, type BackendType } from './lease.js';
 import { DEFAULT_TUN_PORT, DEFAULT_VXLAN_PORT } from './backends/types.js';
+import { BgpConfigError, parseBgpBackend, type BgpConfig } from './bgp/config.js';
 
 export interface NetConf {
   network: Cidr;
@@ -12,7 +13,8 @@ export interface NetConf {
   subnetMax: number;
   ipv6Network?: Cidr;
   ipv6SubnetLen: number;
-  backend: { type: BackendType; vni: number; port: number; mtu?: number };
+  /** bgp: its ASN, peers, graceful restart (bgp/config.ts) */
+  backend: { type: BackendType; vni: number; port: number; mtu?: number; bgp?: BgpConfig };
 }
 
 export class NetConfError extends Error {
@@ -87,6 +89,15 @@ export function parseNetConf(raw: unknown, avoid: { what: string; net: Cidr }[] 
   // the default UDP port is the backend's: vxlan 8472 (the kernel's historical one), tun 8285 (flannel's UDP backend)
   const defaultPort = bo.Type === 'tun' ? DEFAULT_TUN_PORT : DEFAULT_VXLAN_PORT;
   const mtu = bo.MTU === undefined ? undefined : intField(bo, 'MTU', 'Backend.MTU', 1450, 576, 65535);
+  let bgp: BgpConfig | undefined;
+  if (bo.Type === 'bgp') {
+    try {
+      bgp = parseBgpBackend(bo);
+    } catch (e) {
+      if (e instanceof BgpConfigError) throw new NetConfError(e.field, e.message.slice(e.field.length + 2));
+      throw e;
+    }
+  }
   return {
     network,
     subnetLen,
@@ -94,7 +105,7 @@ export function parseNetConf(raw: unknown, avoid: { what: string; net: Cidr }[] 
     subnetMax,
     ipv6Network,
     ipv6SubnetLen,
-    backend: { type: bo.Type, vni: intField(bo, 'VNI', 'Backend.VNI', 1, 1, 16777215), port: intField(bo, 'Port', 'Backend.Port', defaultPort, 1, 65535), mtu },
+    backend: { type: bo.Type, vni: intField(bo, 'VNI', 'Backend.VNI', 1, 1, 16777215), port: intField(bo, 'Port', 'Backend.Port', defaultPort, 1, 65535), mtu, ...(bgp ? { bgp } : {}) },
   };
 }
 

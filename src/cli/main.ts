@@ -4,6 +4,7 @@ import { Command, Option } from 'commander';
 import { hostname } from 'node:os';
 import { SUPPORTED_VERSIONS } from '../cni/version.js';
 import { registerLabCommands } from './lab.js';
+import { registerBgpCommands } from './bgp.js';
 import { parsePortRange, registerProxyCommands } from './proxy.js';
 
 const VERSION = '0.1.0';
@@ -34,7 +35,7 @@ export function buildCli(): Command {
   const env = (flag: string, dflt?: string) => process.env[`PODNET_${flag.toUpperCase().replace(/-/g, '_')}`] ?? dflt;
   program
     .command('agent')
-    .description('run the node agent: CNI on a root-only unix socket; with --config and --store also the cluster side (subnet lease, vxlan/host-gw datapath, subnet.env)')
+    .description('run the node agent: CNI on a root-only unix socket; with --config and --store also the cluster side (subnet lease, vxlan/host-gw/tun/bgp datapath, subnet.env)')
     .option('--socket <path>', 'CNI socket path', env('socket', '/run/podnet/podnet.sock'))
     .option('--config <file>', 'network config, net-conf.json: Network, SubnetLen, Backend (env PODNET_NET_CONFIG_PATH)', env('net-config-path'))
     .option('--store <url>', 'cluster store: file:DIR or etcd', env('store'))
@@ -50,8 +51,10 @@ export function buildCli(): Command {
     .option('--resync <seconds>', 'full reconcile period', env('resync', '10'))
     .addOption(new Option('--proxy-mode <mode>', 'service proxy rule engine, or off (cluster side only)').choices(['nftables', 'iptables', 'off']).default(env('proxy-mode', 'nftables')))
     .option('--node-port-range <lo-hi>', 'NodePort range of the service proxy', env('node-port-range', '30000-32767'))
+    .option('--bgp-asn <asn>', 'bgp backend: this node\'s AS number (overrides the net-conf ASN)', env('bgp-asn'))
+    .option('--bgp-peer <addr[:asn]>', 'bgp backend: a BGP peer of this node, repeatable (replaces the net-conf Peers; ASN default: the node\'s own)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--log-level <level>', 'debug, info, warn or error', env('log-level', 'info'))
-    .action(async (o: Record<string, string | boolean | undefined>) => {
+    .action(async (o: Record<string, string | boolean | string[] | undefined>) => {
       const { runAgent } = await import('../agent/agent.js');
       try {
         await runAgent({
@@ -71,6 +74,8 @@ export function buildCli(): Command {
           resyncSeconds: Number(o.resync),
           proxyMode: o.proxyMode as 'nftables' | 'iptables' | 'off',
           nodePortRange: parseRange(String(o.nodePortRange)),
+          bgpAsn: o.bgpAsn as string | undefined,
+          bgpPeers: (o.bgpPeer as string[] | undefined) ?? env('bgp-peers')?.split(',').filter(Boolean),
         });
       } catch (e) {
         process.stderr.write(`podnet agent: ${(e as Error).message}\n`);
@@ -118,6 +123,7 @@ export function buildCli(): Command {
 
   registerProxyCommands(program);
   registerLabCommands(program);
+  registerBgpCommands(program);
   return program;
 }
 

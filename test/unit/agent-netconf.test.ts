@@ -68,5 +68,24 @@ test('net-conf Backend tun: Port defaults to 8285 (vxlan keeps 8472), MTU passes
   for (const Port of [0, 65536, -1, 1.5, '8285']) {
     assert.throws(() => parseNetConf({ ...tun, Backend: { Type: 'tun', Port } }), (e: unknown) => e instanceof NetConfError && e.field === 'Backend.Port' && /net-conf Backend\.Port: expected an integer from 1 to 65535/.test(e.message));
   }
-  assert.throws(() => parseNetConf({ ...tun, Backend: { Type: 'udp' } }), (e: unknown) => e instanceof NetConfError && e.field === 'Backend.Type' && /"vxlan", "host-gw" or "tun"/.test(e.message));
+  assert.throws(() => parseNetConf({ ...tun, Backend: { Type: 'udp' } }), (e: unknown) => e instanceof NetConfError && e.field === 'Backend.Type' && /"vxlan", "host-gw", "tun" or "bgp"/.test(e.message));
+});
+
+test('net-conf Backend bgp: ASN, Peers, GracefulRestart parsed; bad values name the field', () => {
+  const base = { Network: '10.244.0.0/16' };
+  const b = parseNetConf({ ...base, Backend: { Type: 'bgp', ASN: 4200000001, Peers: [{ Address: '192.168.1.254', ASN: 65000, HoldTime: 9 }], GracefulRestart: { RestartTime: 30 } } }).backend.bgp!;
+  assert.equal(b.asn, 4200000001);
+  assert.deepEqual(b.peers[0], { address: '192.168.1.254', asn: 65000, holdTime: 9, passive: false, port: 179 });
+  assert.equal(b.gracefulRestart.restartTime, 30);
+  assert.equal(parseNetConf({ ...base, Backend: { Type: 'bgp' } }).backend.bgp!.asn, 64512);
+  for (const [Backend, field] of [
+    [{ Type: 'bgp', ASN: 0 }, 'Backend.ASN'],
+    [{ Type: 'bgp', ASN: 23456 }, 'Backend.ASN'],
+    [{ Type: 'bgp', ASN: 4294967295 }, 'Backend.ASN'],
+    [{ Type: 'bgp', Peers: [{ Address: '300.1.1.1', ASN: 65000 }] }, 'Backend.Peers[0].Address'],
+    [{ Type: 'bgp', Peers: [{ Address: '10.0.0.1', ASN: 65000, HoldTime: 2 }] }, 'Backend.Peers[0].HoldTime'],
+    [{ Type: 'bgp', RouterID: '0.0.0.0' }, 'Backend.RouterID'],
+  ] as const) {
+    assert.throws(() => parseNetConf({ ...base, Backend }), (e: unknown) => e instanceof NetConfError && e.field === field, JSON.stringify(Backend));
+  }
 });

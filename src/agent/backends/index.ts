@@ -4,11 +4,13 @@ import type { KernelAdapter } from '../../kernel/types.js';
 import { HostGwBackend } from './hostgw.js';
 import { VxlanBackend, type VxlanConfig } from './vxlan.js';
 import { TunBackend, type TunConfig } from './tun.js';
+import { BgpBackend } from './bgp.js';
 import type { Backend } from './types.js';
 
 export * from './types.js';
 export { VxlanBackend, vxlanDeviceName, vtepAddr, type VxlanConfig } from './vxlan.js';
 export { HostGwBackend, type HostGwConfig } from './hostgw.js';
+export { BgpBackend, type BgpBackendConfig } from './bgp.js';
 export { TunBackend, TUN_DEVICE, TUN_ALIAS, TunMtuError, ForeignDeviceError, type TunConfig } from './tun.js';
 export { Reconciler, reconcile, type ReconcileReport, type ReconcilerOptions } from './reconciler.js';
 export { describePlan, isPodnetRoute } from './common.js';
@@ -26,6 +28,8 @@ export function createBackend(cfg: BackendConfig): Backend {
       return new HostGwBackend(cfg);
     case 'tun':
       return new TunBackend(cfg);
+    case 'bgp':
+      return new BgpBackend({ iface: cfg.iface, clusterNetworks: cfg.clusterNetworks ?? [] });
     default:
       throw new Error(`unknown backend type ${JSON.stringify((cfg as { type?: unknown }).type)}`);
   }
@@ -33,7 +37,7 @@ export function createBackend(cfg: BackendConfig): Backend {
 
 /**
  * A backend checks kernel support when constructed (style model 9): vxlan needs the vxlan module;
- * host-gw needs nothing beyond routing; tun needs TUN devices (/dev/net/tun). Throws with the reason
+ * host-gw and bgp need nothing beyond routing; tun needs TUN devices (/dev/net/tun). Throws with the reason
  * when the kernel cannot do it.
  */
 export async function createCheckedBackend(cfg: BackendConfig, kernel: KernelAdapter): Promise<Backend> {

@@ -115,7 +115,7 @@ export class Reconciler {
       kernel.routes(ns, { table: 254 }),
       dev ? kernel.neighbours(ns, dev) : Promise.resolve([]),
       dev ? kernel.fdb(ns, dev) : Promise.resolve([]),
-      backend.type === 'host-gw' ? kernel.addresses(ns, backend.iface) : Promise.resolve([]),
+      backend.type === 'host-gw' || backend.type === 'bgp' ? kernel.addresses(ns, backend.iface) : Promise.resolve([]),
     ]);
     return { routes, neighbours, fdb, ifaceAddresses };
   }
