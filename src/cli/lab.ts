@@ -52,12 +52,14 @@ export function registerLabCommands(program: Command): void {
     .option('--ipv6-network <cidr>', 'dual-stack pods: the cluster\'s IPv6 CIDR (/56 or wider; a /64 per node), e.g. fd00:10:244::/48')
     .option('--service-cidr <cidr>', 'where `lab service add` takes cluster IPs from (.1 reserved)', '10.96.0.0/16')
     .addOption(new Option('--proxy-mode <mode>', 'service proxy of every agent (passed as `podnet agent --proxy-mode`)').choices(['nftables', 'iptables', 'off']).default('nftables'))
+    .option('--racks <r>', 'underlay segments (each its own bridge and /24, fd00:<k>::/64 with --ipv6-network) joined by a router namespace; nodes are spread over them', intArg, 1)
+    .addOption(new Option('--router <daemon>', 'the router\'s BGP daemon for --backend bgp: BIRD 2 or FRR (bgpd + zebra); default bird').choices(['bird', 'frr']))
     .option('--timeout <s>', 'seconds to wait for every node\'s subnet lease', intArg, 30)
     .addOption(new Option('--no-agents', 'build the topology only (no agents; for testing the lab itself)').hideHelp())
     .addOption(nameOption())
     .addOption(outputOption())
     .action(
-      action(async (o: { nodes: number; backend: BackendType; store: 'file' | 'etcd'; etcdMembers: number; network: string; ipv6Network?: string; serviceCidr: string; proxyMode: 'nftables' | 'iptables' | 'off'; timeout: number; agents: boolean; name?: string } & Out) => {
+      action(async (o: { nodes: number; backend: BackendType; store: 'file' | 'etcd'; etcdMembers: number; network: string; ipv6Network?: string; serviceCidr: string; proxyMode: 'nftables' | 'iptables' | 'off'; racks: number; router?: 'bird' | 'frr'; timeout: number; agents: boolean; name?: string } & Out) => {
         const { labUp } = await import('../lab/lab.js');
         const { labStatus, renderStatus } = await import('../lab/status.js');
         const { Progress } = await import('../util/progress.js');
@@ -76,6 +78,8 @@ export function registerLabCommands(program: Command): void {
             ipv6Network: o.ipv6Network,
             serviceCidr: o.serviceCidr,
             proxyMode: o.proxyMode,
+            racks: o.racks,
+            router: o.router,
             timeoutMs: o.timeout * 1000,
             noAgents: !o.agents,
             progress: new Progress(process.stderr),
@@ -356,15 +360,33 @@ export function registerLabCommands(program: Command): void {
     );
 
   lab
+    .command('router <action>')
+    .description('stop, start or restart the router\'s BGP daemon (by its recorded PIDs): what survives it; --kill stops with SIGKILL')
+    .option('--kill', 'SIGKILL instead of SIGTERM (a crash)')
+    .addOption(nameOption())
+    .addOption(outputOption())
+    .action(
+      action(async (act: string, o: { kill?: boolean; name?: string } & Out) => {
+        if (act !== 'start' && act !== 'stop' && act !== 'restart') throw new Error(`router action must be start, stop or restart, not ${act}`);
+        const { routerCtl } = await import('../lab/lab.js');
+        const { resolveLabName } = await import('../lab/state.js');
+        const r = await routerCtl(resolveLabName(o.name), act, !!o.kill);
+        if (o.output === 'json') console.log(JSON.stringify(r));
+        else console.log(`router: ${r.stopped ? `stopped${o.kill ? ' (SIGKILL)' : ''}` : act === 'stop' ? 'was not running' : ''}${r.pids.length ? `${r.stopped ? ', ' : ''}running as PID ${r.pids.join(', ')}` : ''}`);
+      }),
+    );
+
+  lab
     .command('exec <target> <command...>')
-    .description('run a command in the namespace of a pod, node, etcd member or "fabric" (use -- before the command)')
+    .description('run a command in the namespace of a pod, node, etcd member, "fabric" or "router" (use -- before the command; in the router, birdc and vtysh talk to the lab\'s daemon)')
     .addOption(nameOption())
     .action(
       action(async (target: string, command: string[], o: { name?: string }) => {
         const { requireState, resolveLabName } = await import('../lab/state.js');
-        const { resolveTarget } = await import('../lab/lab.js');
-        const ns = resolveTarget(requireState(resolveLabName(o.name)), target);
-        const child = spawn('ip', ['netns', 'exec', ns, ...command], { stdio: 'inherit' });
+        const { execArgvFor, resolveTarget } = await import('../lab/lab.js');
+        const s = requireState(resolveLabName(o.name));
+        const ns = resolveTarget(s, target);
+        const child = spawn('ip', ['netns', 'exec', ns, ...execArgvFor(s, target, command)], { stdio: 'inherit' });
         // the command's exit code is ours; a signal death maps to 128+n as a shell does
         const code = await new Promise<number>((resolve) => {
           child.on('error', (e) => {

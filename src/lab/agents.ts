@@ -10,6 +10,7 @@ import { findTund, stopTund } from '../agent/tund/index.js';
 import { isAlive, runAsync, startDetached, tail } from './sys.js';
 import { DEFAULT_PROXY_MODE, nsName, type LabEtcdMember, type LabNode, type LabState, type ProcRef } from './state.js';
 import { ETCD_BASE_INDEX, underlayIp } from './topology.js';
+import { rackOf } from './racks.js';
 
 export function podnetBundle(): string {
   const p = join(packageRoot(), 'dist', 'podnet.mjs');
@@ -60,7 +61,16 @@ export function agentArgv(s: LabState, n: LabNode): string[] {
     '--subnet-file', n.subnetFile,
     '--data-dir', agentDataDir(n),
     ...proxyModeArgs(s),
+    ...bgpArgs(s, n),
   ];
+}
+
+/** bgp backend: the node's own AS and its rack's router as its one peer (as on a real rack: the top-of-rack router). */
+export function bgpArgs(s: LabState, n: LabNode): string[] {
+  if (s.backend !== 'bgp' || n.asn === undefined) return [];
+  const rack = rackOf(s, n);
+  if (!rack || !s.router?.asn) return ['--bgp-asn', String(n.asn)];
+  return ['--bgp-asn', String(n.asn), '--bgp-peer', `${rack.routerIp}:${s.router.asn}`];
 }
 
 /** The node agent's --data-dir (podnet-tund's files are under <it>/tund/). */

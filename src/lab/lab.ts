@@ -23,7 +23,7 @@ import {
   loadState,
   nsName,
   nsPrefix,
-  pickUnderlayK,
+  pickUnderlayKs,
   requireState,
   saveState,
   statePath,
@@ -40,6 +40,8 @@ import {
 } from './state.js';
 import { addNetns, delNetns, isAlive, listNetns, netnsExists, netnsPids, stopProcess } from './sys.js';
 import { attachToUnderlay, createFabric, createNode, FABRIC_HOST, nextNodeIndex, planNode, underlayIp, writeNetConf } from './topology.js';
+import { createRacksAndRouter, offSegmentPeer, planRacks, planRouter, routerDaemon, routerFiles, routerPlan } from './racks.js';
+import { ROUTER_KINDS, type RouterKind } from './router/types.js';
 
 export interface UpOptions {
   name: string;
@@ -56,6 +58,10 @@ export interface UpOptions {
   proxyMode?: ProxyMode;
   /** wait this long for every node's subnet lease (default 30 s) */
   timeoutMs?: number;
+  /** racks (own underlay segments) joined by a router namespace; default 1 */
+  racks?: number;
+  /** the router's BGP daemon (bgp backend; default bird) */
+  router?: RouterKind;
   /** build the topology only, start no agent (for tests of the lab's own mechanics) */
   noAgents?: boolean;
   progress?: Progress;
@@ -88,6 +94,14 @@ export async function labUp(o: UpOptions): Promise<LabState> {
   if (overlaps(parseCidr(serviceCidr), net)) throw new Error(`--service-cidr ${serviceCidr} overlaps the cluster network ${formatCidr(masked(net))}`);
   const proxyMode = o.proxyMode ?? DEFAULT_PROXY_MODE;
   if (!PROXY_MODES.includes(proxyMode)) throw new Error(`unknown proxy mode ${JSON.stringify(proxyMode)}: ${PROXY_MODES.join(', ')}`);
+  const racks = o.racks ?? 1;
+  if (!Number.isInteger(racks) || racks < 1 || racks > 8) throw new Error(`--racks must be 1..8, not ${o.racks}`);
+  if (o.router !== undefined && !ROUTER_KINDS.includes(o.router)) throw new Error(`unknown router ${JSON.stringify(o.router)}: ${ROUTER_KINDS.join(', ')}`);
+  if (o.router !== undefined && o.backend !== 'bgp') throw new Error(`--router ${o.router} runs a BGP daemon for the bgp backend; with ${o.backend} the racks' router only forwards (give --racks alone)`);
+  // the bgp backend needs a router to announce to, even in one rack
+  const routerKind = o.backend === 'bgp' ? (o.router ?? 'bird') : undefined;
+  const withRouter = racks > 1 || routerKind !== undefined;
+  if (routerKind) routerDaemon(routerKind).preflight();
   const p = o.progress ?? quiet();
 
   // the underlay's k is chosen under one lock for the whole labs dir, so two `lab up` at once
@@ -102,8 +116,9 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       for (const ns of listNetns()) {
         if (ns.startsWith(nsPrefix(o.name))) throw new Error(`namespace ${ns} exists but lab ${o.name} has no state file: remove it first (ip netns del ${ns})`);
       }
-      const k = pickUnderlayK(o.name);
-      if (overlaps(parseCidr(serviceCidr), parseCidr(`${underlayIp(k, 0)}/24`))) throw new Error(`--service-cidr ${serviceCidr} overlaps the lab's underlay ${underlayIp(k, 0)}/24`);
+      const ks = pickUnderlayKs(o.name, racks);
+      const k = ks[0];
+      for (const kk of ks) if (overlaps(parseCidr(serviceCidr), parseCidr(`${underlayIp(kk, 0)}/24`))) throw new Error(`--service-cidr ${serviceCidr} overlaps the lab's underlay ${underlayIp(kk, 0)}/24`);
       const st: LabState = {
         version: 1,
         name: o.name,
@@ -125,6 +140,12 @@ export async function labUp(o: UpOptions): Promise<LabState> {
         serviceCidr,
         proxyMode,
       };
+      if (withRouter) {
+        st.racks = planRacks(ks, !!ipv6Network);
+        st.router = planRouter(st, routerKind);
+        st.namespaces.push(st.router.ns);
+        if (o.backend === 'host-gw') refuseHostGwAcrossRacks(st, o.nodes);
+      }
       saveState(st);
       return st;
     }),
@@ -133,6 +154,11 @@ export async function labUp(o: UpOptions): Promise<LabState> {
   p.step(`fabric ${s.fabricNs}: br0 ${s.fabricIp}/24`);
   createFabric(s);
   p.done();
+  if (s.router) {
+    p.step(`router ${s.router.ns}: ${(s.racks ?? []).map((r) => `${r.routerIf} ${r.routerIp}/24`).join(', ')}`);
+    createRacksAndRouter(s);
+    p.done();
+  }
 
   if (members > 0) {
     p.step(`etcd: ${members} member${members > 1 ? 's' : ''}`);
@@ -143,7 +169,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
         st.namespaces.push(m.ns);
       }
     });
-    for (const m of Object.values(s.etcd)) attachToUnderlay(s, m.ns, m.fabricIf, m.ip);
+    for (const m of Object.values(s.etcd)) attachToUnderlay(s, m.ns, m.fabricIf, m.ip, s.racks?.[0]);
     for (const m of Object.values(s.etcd)) {
       const proc = startEtcd(s, m);
       s = await updateState(o.name, (st) => {
@@ -157,13 +183,19 @@ export async function labUp(o: UpOptions): Promise<LabState> {
   writeNetConf(s);
   for (let i = 1; i <= o.nodes; i++) {
     const n = planNode(s, `n${i}`, i);
-    p.step(`node ${n.name}: ${n.ns}, eth0 ${n.ip}/24`);
+    p.step(`node ${n.name}: ${n.ns}, eth0 ${n.ip}/24${n.rack ? ` (rack ${n.rack})` : ''}`);
     s = await updateState(o.name, (st) => {
       st.nodes[n.name] = n;
       st.namespaces.push(n.ns);
     });
     createNode(s, n);
     p.done();
+  }
+
+  if (s.router?.kind) {
+    p.step(`${s.router.kind} in ${s.router.ns}: AS ${s.router.asn}, ${Object.keys(s.nodes).length} neighbours`);
+    s = await startRouter(o.name, s);
+    p.done(`PID ${s.router!.procs!.map((x) => x.pid).join(', ')}`);
   }
 
   if (!o.noAgents) {
@@ -235,6 +267,8 @@ export async function labDown(name: string, p: Progress = quiet()): Promise<Down
           if (ref && (await stopProcess(ref, 'SIGTERM', 5000))) report.stopped.push(ref.pid);
         }),
       );
+      // the router last: the agents' withdrawals reach it as they stop
+      for (const ref of s.router?.procs ?? []) if (await stopProcess(ref, 'SIGTERM', 5000)) report.stopped.push(ref.pid);
       p.done(`${report.stopped.length} stopped`);
     }
     // the tun backend's podnet-tund outlives its agent by design: each node's is stopped by PID
@@ -297,12 +331,22 @@ export async function nodeAdd(lab: string, name: string | undefined, o: { timeou
     validateMemberName(nodeName, 'node');
     if (st.nodes[nodeName]) throw new Error(`lab ${lab} has a node ${nodeName} already`);
     n = planNode(st, nodeName, index);
+    if (st.backend === 'host-gw' && st.racks) {
+      const off = offSegmentPeer({ ...st, nodes: { ...st.nodes, [nodeName]: n } });
+      if (off) throw hostGwError(off);
+    }
     st.nodes[nodeName] = n;
     st.namespaces.push(n.ns);
   });
-  p.step(`node ${n.name}: ${n.ns}, eth0 ${n.ip}/24`);
+  p.step(`node ${n.name}: ${n.ns}, eth0 ${n.ip}/24${n.rack ? ` (rack ${n.rack})` : ''}`);
   createNode(s, n);
   p.done();
+  if (s.router?.kind) {
+    // the router knows the new neighbour before its agent first connects
+    p.step(`${s.router.kind}: neighbour ${n.name} ${n.ip} AS ${n.asn}`);
+    await reloadRouter(s);
+    p.done();
+  }
   if (!o.noAgent) {
     p.step(`agent of ${n.name}`);
     const proc = startAgent(s, n);
@@ -351,6 +395,8 @@ export async function nodeDel(lab: string, name: string, p: Progress = quiet()):
     st.namespaces = st.namespaces.filter((x) => x !== n.ns);
   });
   rmSync(n.dir, { recursive: true, force: true });
+  const after = requireState(lab);
+  if (after.router?.kind && isRouterRunning(after)) await reloadRouter(after);
   for (const pod of pods) rmSync(join(s.dir, 'pods', pod.name), { recursive: true, force: true });
   p.done();
   // the pods are gone: so are they from the endpoints of every service (as Kubernetes' endpoint
@@ -486,5 +532,77 @@ export function resolveTarget(s: LabState, target: string): string {
   if (s.nodes[target]) return s.nodes[target].ns;
   if (s.etcd[target]) return s.etcd[target].ns;
   if (target === 'fabric') return s.fabricNs;
-  throw new Error(`lab ${s.name} has no pod, node or etcd member named ${target}`);
+  if (target === 'router' && s.router) return s.router.ns;
+  throw new Error(`lab ${s.name} has no pod, node or etcd member named ${target}${s.router ? '' : ' (and no router: it comes with --racks or --backend bgp)'}`);
+}
+
+function hostGwError(off: { node: LabNode; other: LabNode }): Error {
+  return new Error(
+    `host-gw needs every node on one L2 segment: node ${off.other.name} (${off.other.ip}, rack ${off.other.rack}) is off the segment of node ${off.node.name} (${off.node.ip}, rack ${off.node.rack ?? 1}), so neither can be the other's next hop; across racks use --backend bgp, vxlan or tun`,
+  );
+}
+
+/** host-gw with racks: refused before anything is built when the nodes would span two racks. */
+function refuseHostGwAcrossRacks(st: LabState, nodes: number): void {
+  const scratch: LabState = { ...st, nodes: {} };
+  for (let i = 1; i <= nodes; i++) {
+    const n = planNode(scratch, `n${i}`, i);
+    scratch.nodes[n.name] = n;
+  }
+  const off = offSegmentPeer(scratch);
+  if (off) throw hostGwError(off);
+}
+
+export function isRouterRunning(s: LabState): boolean {
+  return (s.router?.procs ?? []).length > 0 && s.router!.procs!.every((p) => isAlive(p));
+}
+
+/** Starts the router's daemon with every node as a neighbour; its PIDs are recorded. */
+async function startRouter(lab: string, s: LabState): Promise<LabState> {
+  const r = s.router!;
+  const procs = await routerDaemon(r.kind!).start(r.ns, routerPlan(s), routerFiles(r));
+  return updateState(lab, (st) => {
+    st.router!.procs = procs;
+  });
+}
+
+/** The router's config rewritten for the lab's nodes now, applied without resetting the other sessions. */
+async function reloadRouter(s: LabState): Promise<void> {
+  const r = s.router!;
+  await routerDaemon(r.kind!).reload(r.ns, routerPlan(s), routerFiles(r));
+}
+
+/** `lab router stop|start|restart [--kill]`: the router's daemon, by its recorded PIDs. */
+export async function routerCtl(lab: string, action: 'start' | 'stop' | 'restart', kill = false): Promise<{ pids: number[]; stopped: boolean }> {
+  const s = requireState(lab);
+  if (!s.router) throw new Error(`lab ${lab} has no router (it comes with --racks or --backend bgp)`);
+  if (!s.router.kind) throw new Error(`lab ${lab}'s router runs no daemon (it forwards between the racks; the daemon comes with --backend bgp)`);
+  let stopped = false;
+  if (action === 'stop' || action === 'restart') {
+    for (const ref of s.router.procs ?? []) if (await stopProcess(ref, kill ? 'SIGKILL' : 'SIGTERM', 5000)) stopped = true;
+    await updateState(lab, (st) => {
+      delete st.router!.procs;
+    });
+  }
+  if (action === 'start' || action === 'restart') {
+    const cur = requireState(lab);
+    if (action === 'start' && isRouterRunning(cur)) return { pids: cur.router!.procs!.map((x) => x.pid), stopped };
+    // a half-running daemon (FRR's zebra without bgpd) is stopped before it starts again
+    for (const ref of cur.router!.procs ?? []) await stopProcess(ref, 'SIGTERM', 5000);
+    const next = await startRouter(lab, cur);
+    return { pids: next.router!.procs!.map((x) => x.pid), stopped };
+  }
+  return { pids: [], stopped };
+}
+
+/** The router's sessions, by neighbour address, as its daemon reports them. */
+export async function routerSessions(s: LabState): Promise<Record<string, string>> {
+  if (!s.router?.kind) return {};
+  return routerDaemon(s.router.kind).sessions(s.router.ns, routerFiles(s.router));
+}
+
+/** `lab exec router -- birdc ...` / `vtysh ...`: the daemon's CLI pointed at this lab's router. */
+export function execArgvFor(s: LabState, target: string, argv: string[]): string[] {
+  if (target !== 'router' || !s.router?.kind) return argv;
+  return routerDaemon(s.router.kind).execArgv(argv, routerFiles(s.router));
 }

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFile
 import { join } from 'node:path';
 import { withFileLock } from '../util/lock.js';
 import { BACKEND_TYPES, type BackendType } from '../agent/lease.js';
+import type { RouterKind } from './router/types.js';
 
 // the lab runs every backend the agent has
 export type Backend = BackendType;
@@ -39,6 +40,40 @@ export interface LabNode {
   subnetFile: string;
   log: string;
   agent?: ProcRef;
+  /** the rack (1-based) whose underlay the node is on, in a lab with a router */
+  rack?: number;
+  /** the node's IPv6 underlay address, in a lab with racks and an IPv6 network */
+  ip6?: string;
+  /** the node's own AS number (bgp backend): --bgp-asn */
+  asn?: number;
+}
+
+/** A rack: its own underlay segment (bridge, /24), joined to the others by the router. */
+export interface LabRack {
+  index: number;
+  /** the underlay is 192.168.<k>.0/24 */
+  k: number;
+  /** the rack's bridge in the fabric namespace (rack 1's is br0) */
+  bridge: string;
+  /** the router's leg on this rack: its interface in the router namespace and its addresses */
+  routerIf: string;
+  /** the veth end of the router's leg in the fabric namespace, on the rack's bridge */
+  fabricIf: string;
+  routerIp: string;
+  /** the rack's IPv6 underlay /64, when the lab has an IPv6 network */
+  v6Prefix?: string;
+  routerIp6?: string;
+}
+
+/** The namespace joining the racks: plain kernel forwarding, or a BGP daemon (bgp backend). */
+export interface LabRouter {
+  ns: string;
+  /** the BGP daemon; none: the router forwards between the racks with its connected routes only */
+  kind?: RouterKind;
+  asn?: number;
+  dir: string;
+  log: string;
+  procs?: ProcRef[];
 }
 
 export interface LabPod {
@@ -120,6 +155,9 @@ export interface LabState {
   serviceCidr?: string;
   /** passed to every agent as --proxy-mode (absent in older labs: DEFAULT_PROXY_MODE) */
   proxyMode?: ProxyMode;
+  /** the racks (absent: one underlay, br0, with the fabric as every node's gateway) */
+  racks?: LabRack[];
+  router?: LabRouter;
 }
 
 export const NS_PREFIX = 'pnlab';
@@ -223,6 +261,7 @@ export function usedUnderlays(except?: string): Set<number> {
     try {
       const s = loadState(l);
       if (s) used.add(s.underlayK);
+      for (const r of s?.racks ?? []) used.add(r.k);
     } catch {
       /* an unreadable state cannot claim a k */
     }
@@ -230,16 +269,18 @@ export function usedUnderlays(except?: string): Set<number> {
   return used;
 }
 
-/** Picks k in 100..249 starting from a hash of the name, skipping those other labs use. */
-export function pickUnderlayK(name: string): number {
+/** Picks `count` k's in 100..249 (one per rack) starting from a hash of the name, skipping those other labs use. */
+export function pickUnderlayKs(name: string, count = 1): number[] {
   const used = usedUnderlays(name);
   let h = 0;
   for (const c of name) h = (h * 31 + c.charCodeAt(0)) >>> 0;
-  for (let i = 0; i < 150; i++) {
+  const ks: number[] = [];
+  for (let i = 0; i < 150 && ks.length < count; i++) {
     const k = 100 + ((h + i) % 150);
-    if (!used.has(k)) return k;
+    if (!used.has(k)) ks.push(k);
   }
-  throw new Error('no free underlay 192.168.<k>.0/24 left for another lab (150 labs exist)');
+  if (ks.length < count) throw new Error(`no ${count} free underlays 192.168.<k>.0/24 left for another lab (${used.size} in use)`);
+  return ks;
 }
 
 /** The lab to act on: --name, else $PODNET_LAB, else the only lab there is, else "lab". */

@@ -21,7 +21,9 @@ export interface LabStatus {
   proxyMode: string;
   underlay: string;
   fabric: { ns: string; ip: string; exists: boolean };
-  nodes: { name: string; ns: string; ip: string; subnet?: string; agentPid?: number; agentAlive: boolean; nsExists: boolean; log: string; tundPid?: number }[];
+  racks?: { index: number; underlay: string; underlay6?: string; bridge: string; router: string; router6?: string }[];
+  router?: { ns: string; exists: boolean; daemon?: string; asn?: number; pids: number[]; running: boolean; log: string };
+  nodes: { name: string; ns: string; ip: string; ip6?: string; rack?: number; asn?: number; subnet?: string; agentPid?: number; agentAlive: boolean; nsExists: boolean; log: string; tundPid?: number }[];
   pods: { name: string; node: string; ns: string; ips: string[]; ready: boolean; nsExists: boolean; serve?: { ports: string[]; pid?: number; alive: boolean; log: string } }[];
   etcd: { name: string; ns: string; ip: string; pid?: number; alive: boolean; endpoint: string }[];
   services: ServiceView[];
@@ -54,9 +56,22 @@ export function labStatus(s: LabState): LabStatus {
     proxyMode: s.proxyMode ?? DEFAULT_PROXY_MODE,
     underlay: `192.168.${s.underlayK}.0/24`,
     fabric: { ns: s.fabricNs, ip: s.fabricIp, exists: netnsExists(s.fabricNs) },
+    ...(s.racks ? { racks: s.racks.map((r) => ({ index: r.index, underlay: `192.168.${r.k}.0/24`, ...(r.v6Prefix ? { underlay6: r.v6Prefix } : {}), bridge: r.bridge, router: r.routerIp, ...(r.routerIp6 ? { router6: r.routerIp6 } : {}) })) } : {}),
+    ...(s.router
+      ? {
+          router: {
+            ns: s.router.ns,
+            exists: netnsExists(s.router.ns),
+            ...(s.router.kind ? { daemon: s.router.kind, asn: s.router.asn } : {}),
+            pids: (s.router.procs ?? []).map((x) => x.pid),
+            running: (s.router.procs ?? []).length > 0 && s.router.procs!.every((x) => isAlive(x)),
+            log: s.router.log,
+          },
+        }
+      : {}),
     nodes: Object.values(s.nodes)
       .sort((a, b) => a.index - b.index)
-      .map((n) => ({ name: n.name, ns: n.ns, ip: n.ip, subnet: nodeSubnet(n), agentPid: n.agent?.pid, agentAlive: isAlive(n.agent), nsExists: netnsExists(n.ns), log: n.log, ...(s.backend === 'tun' ? { tundPid: nodeTundPid(n) } : {}) })),
+      .map((n) => ({ name: n.name, ns: n.ns, ip: n.ip, ...(n.ip6 ? { ip6: n.ip6 } : {}), ...(n.rack ? { rack: n.rack } : {}), ...(n.asn ? { asn: n.asn } : {}), subnet: nodeSubnet(n), agentPid: n.agent?.pid, agentAlive: isAlive(n.agent), nsExists: netnsExists(n.ns), log: n.log, ...(s.backend === 'tun' ? { tundPid: nodeTundPid(n) } : {}) })),
     pods: Object.values(s.pods)
       .sort((a, b) => a.node.localeCompare(b.node) || a.name.localeCompare(b.name))
       .map((p) => ({
@@ -85,8 +100,19 @@ export function renderStatus(st: LabStatus): string {
   const out: string[] = [];
   out.push(`lab ${st.name} (${st.phase}): backend ${st.backend}, store ${st.store}, cluster ${st.network}${st.ipv6Network ? ` + ${st.ipv6Network}` : ''}, services ${st.serviceCidr} (proxy ${st.proxyMode}), underlay ${st.underlay} (fabric ${st.fabric.ip}${st.fabric.exists ? '' : ', MISSING'})`);
   out.push(`state ${st.dir}/state.json`);
+  if (st.racks && st.router) {
+    out.push(`\nRacks (router ${st.router.ns}${st.router.exists ? '' : ', MISSING'}${st.router.daemon ? `: ${st.router.daemon} AS ${st.router.asn}, ${st.router.running ? `PID ${st.router.pids.join(', ')}` : 'stopped'}` : ': forwarding only'}):`);
+    out.push(table([['RACK', 'UNDERLAY', 'BRIDGE', 'ROUTER LEG'], ...st.racks.map((r) => [String(r.index), [r.underlay, r.underlay6].filter(Boolean).join(', '), r.bridge, [r.router, r.router6].filter(Boolean).join(', ')])]));
+  }
   out.push('\nNodes:');
   if (st.nodes.length === 0) out.push('  (none)');
+  else if (st.racks)
+    out.push(
+      table([
+        ['NODE', 'RACK', 'UNDERLAY IP', ...(st.backend === 'bgp' ? ['AS'] : []), 'POD SUBNET', 'AGENT PID', 'AGENT'],
+        ...st.nodes.map((n) => [n.name + (n.nsExists ? '' : ' (netns missing)'), String(n.rack ?? '-'), [n.ip, n.ip6].filter(Boolean).join(', '), ...(st.backend === 'bgp' ? [String(n.asn ?? '-')] : []), n.subnet ?? '-', n.agentPid ? String(n.agentPid) : '-', n.agentAlive ? 'running' : 'stopped']),
+      ]),
+    );
   else if (st.backend === 'tun')
     out.push(
       table([

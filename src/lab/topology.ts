@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { installCni, writeAtomic } from '../cni/install.js';
 import { SUPPORTED_VERSIONS } from '../cni/version.js';
 import { addNetns, ip, netnsExists, sysctl } from './sys.js';
-import { nsName, type LabNode, type LabState } from './state.js';
+import { nsName, type LabNode, type LabRack, type LabState } from './state.js';
+import { BGP_HOLD_TIME, BGP_RESTART_TIME, createSwitch, NODE_ASN_BASE, rackForNewNode, rackOf, RESERVED_NAMES, segmentOf } from './racks.js';
 
 export const FABRIC_HOST = 254;
 export const MAX_NODE_INDEX = 199;
@@ -19,8 +20,6 @@ export function underlayIp(k: number, host: number): string {
 
 export function createFabric(s: LabState): void {
   addNetns(s.fabricNs);
-  const links = ip(['-n', s.fabricNs, '-o', 'link', 'show'], true);
-  if (!/ br0[:@]/.test(links)) ip(['-n', s.fabricNs, 'link', 'add', 'br0', 'type', 'bridge']);
   // A switch, not a firewall: bridged frames skip netfilter. The kernel's bridge netfilter
   // (built in here, on by default in every namespace) otherwise sends each frame crossing br0
   // through the IPv4/IPv6/ARP hooks of the fabric namespace, with a header check and an skb
@@ -28,39 +27,51 @@ export function createFabric(s: LabState): void {
   // pod-to-pod TCP stream between two nodes, half of all bridge-netfilter work on that path
   // (issue 10). No multicast snooping either (an unmanaged switch floods multicast).
   for (const fam of ['iptables', 'ip6tables', 'arptables']) sysctl(s.fabricNs, `net.bridge.bridge-nf-call-${fam}=0`);
-  ip(['-n', s.fabricNs, 'link', 'set', 'br0', 'type', 'bridge', 'mcast_snooping', '0', 'nf_call_iptables', '0', 'nf_call_ip6tables', '0', 'nf_call_arptables', '0']);
+  createSwitch(s.fabricNs, 'br0');
   ip(['-n', s.fabricNs, 'addr', 'replace', `${s.fabricIp}/24`, 'dev', 'br0']);
-  ip(['-n', s.fabricNs, 'link', 'set', 'br0', 'up']);
-  // the fabric routes between the underlay and nothing else today; forwarding on lets host-gw
-  // packets that hit it by mistake go somewhere visible instead of vanishing
-  sysctl(s.fabricNs, 'net.ipv4.ip_forward=1');
+  // Without racks the fabric is also the underlay's router (every node's gateway): forwarding on
+  // lets host-gw packets that hit it by mistake go somewhere visible instead of vanishing. With
+  // racks the router namespace routes between them; the fabric only switches (its address on
+  // br0 is where the lab itself reaches etcd).
+  sysctl(s.fabricNs, `net.ipv4.ip_forward=${s.racks ? 0 : 1}`);
 }
 
 /**
- * Connects a namespace to the underlay: a veth whose fabric end (`fabricIf`) is on br0 and
- * whose other end is `eth0` in `ns` with `ipAddr`/24, lo up, default route via the fabric.
+ * Connects a namespace to the underlay: a veth whose fabric end (`fabricIf`) is on the rack's
+ * bridge (br0 without racks) and whose other end is `eth0` in `ns` with `ipAddr`/24 (and `ip6`/64),
+ * lo up, default route via the rack's router leg (the fabric without racks).
  */
-export function attachToUnderlay(s: LabState, ns: string, fabricIf: string, ipAddr: string): void {
+export function attachToUnderlay(s: LabState, ns: string, fabricIf: string, ipAddr: string, rack?: LabRack, ip6?: string): void {
+  const seg = segmentOf(s, rack);
   addNetns(ns);
   if (!ip(['-n', ns, '-o', 'link', 'show', 'eth0'], true)) {
     ip(['-n', s.fabricNs, 'link', 'del', fabricIf], true);
     ip(['-n', s.fabricNs, 'link', 'add', fabricIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
   }
-  ip(['-n', s.fabricNs, 'link', 'set', fabricIf, 'master', 'br0']);
+  ip(['-n', s.fabricNs, 'link', 'set', fabricIf, 'master', seg.bridge]);
   ip(['-n', s.fabricNs, 'link', 'set', fabricIf, 'up']);
   ip(['-n', ns, 'addr', 'replace', `${ipAddr}/24`, 'dev', 'eth0']);
+  // no duplicate address detection: the lab assigns every address once, and a tentative address
+  // would delay the node's first IPv6 packets (and its BGP next hop) by a second or two
+  if (ip6) ip(['-n', ns, 'addr', 'replace', `${ip6}/64`, 'dev', 'eth0', 'nodad']);
   ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
-  ip(['-n', ns, 'route', 'replace', 'default', 'via', s.fabricIp]);
+  ip(['-n', ns, 'route', 'replace', 'default', 'via', seg.gateway]);
+  if (ip6 && seg.gateway6) ip(['-n', ns, '-6', 'route', 'replace', 'default', 'via', seg.gateway6]);
 }
 
 /** The record of a node, before anything of it exists (written to the state first). */
 export function planNode(s: LabState, name: string, index: number): LabNode {
+  if (RESERVED_NAMES.includes(name)) throw new Error(`a node may not be named ${name}: the lab's ${name} namespace has that name`);
   const dir = join(s.dir, 'nodes', name);
+  const rack = rackForNewNode(s);
   return {
     name,
     index,
     ns: nsName(s.name, name),
-    ip: underlayIp(s.underlayK, index),
+    ip: underlayIp(rack?.k ?? s.underlayK, index),
+    ...(rack ? { rack: rack.index } : {}),
+    ...(rack?.v6Prefix ? { ip6: `fd00:${rack.k}::${index}` } : {}),
+    ...(s.backend === 'bgp' ? { asn: NODE_ASN_BASE + index } : {}),
     fabricIf: `v-${name}`,
     dir,
     binDir: join(dir, 'bin'),
@@ -105,7 +116,7 @@ export function nodeConflist(s: LabState, n: LabNode): Record<string, unknown> {
 /** Node namespace on the underlay, forwarding on, its CNI bin dir and conflist. */
 export function createNode(s: LabState, n: LabNode): void {
   mkdirSync(n.dir, { recursive: true });
-  attachToUnderlay(s, n.ns, n.fabricIf, n.ip);
+  attachToUnderlay(s, n.ns, n.fabricIf, n.ip, rackOf(s, n), n.ip6);
   sysctl(n.ns, 'net.ipv4.ip_forward=1');
   if (s.ipv6Network) sysctl(n.ns, 'net.ipv6.conf.all.forwarding=1');
   // one bin dir per node: the compiled client reads .podnet-client.conf beside itself, and
@@ -117,10 +128,27 @@ export function createNode(s: LabState, n: LabNode): void {
 export function writeNetConf(s: LabState): string {
   const p = join(s.dir, 'net-conf.json');
   mkdirSync(s.dir, { recursive: true });
-  const backend = s.backend === 'vxlan' ? { Type: 'vxlan', VNI: 1, Port: 8472 } : s.backend === 'tun' ? { Type: 'tun', Port: 8285 } : { Type: 'host-gw' };
+  const backend = netConfBackend(s.backend);
   const v6 = s.ipv6Network ? { IPv6Network: s.ipv6Network, IPv6SubnetLen: 64 } : {};
   writeFileSync(p, JSON.stringify({ Network: s.network, SubnetLen: 24, ...v6, Backend: backend }, null, 2) + '\n');
   return p;
+}
+
+/**
+ * The net-conf Backend of each lab backend. bgp: the cluster-wide defaults only; each node's own
+ * AS and its rack's router come from the agent's --bgp-asn and --bgp-peer (agents.ts).
+ */
+export function netConfBackend(b: LabState['backend']): Record<string, unknown> {
+  switch (b) {
+    case 'vxlan':
+      return { Type: 'vxlan', VNI: 1, Port: 8472 };
+    case 'tun':
+      return { Type: 'tun', Port: 8285 };
+    case 'bgp':
+      return { Type: 'bgp', ASN: 64512, Peers: [], HoldTime: BGP_HOLD_TIME, GracefulRestart: { RestartTime: BGP_RESTART_TIME } };
+    case 'host-gw':
+      return { Type: 'host-gw' };
+  }
 }
 
 export function nodeNsExists(n: LabNode): boolean {

@@ -28,6 +28,8 @@ export interface BgpConfig {
   gracefulRestart: { restartTime: number; enabled: boolean };
   /** where the speaker accepts connections; 0 = does not listen */
   listenPort: number;
+  /** net-conf's HoldTime: what peers given by --bgp-peer propose */
+  holdTime?: number;
 }
 
 export const DEFAULT_ASN = 64512;
@@ -119,6 +121,7 @@ export function parseBgpBackend(bo: Record<string, unknown>): BgpConfig {
     // 12 bits in the capability (RFC 4724 3)
     gracefulRestart: { restartTime: intIn(gro.RestartTime, 'Backend.GracefulRestart.RestartTime', DEFAULT_RESTART_TIME, 1, 4095), enabled: gro.Enabled !== false },
     listenPort: intIn(bo.ListenPort, 'Backend.ListenPort', BGP_PORT, 0, 65535),
+    holdTime: hold,
   };
   checkPeers(cfg.peers, 'Backend.Peers');
   return cfg;
@@ -144,7 +147,7 @@ export function applyOverrides(cfg: BgpConfig, o: { asn?: string; peers?: string
   const asn = o.asn !== undefined ? parseAsn(o.asn, '--bgp-asn') : cfg.asn;
   let peers = cfg.peers;
   if (o.peers && o.peers.length > 0) {
-    peers = o.peers.map((p) => parsePeerFlag(p, asn, DEFAULT_HOLD_TIME));
+    peers = o.peers.map((p) => parsePeerFlag(p, asn, cfg.holdTime ?? DEFAULT_HOLD_TIME));
     checkPeers(peers, '--bgp-peer');
   }
   return { ...cfg, asn, peers };
