@@ -20,7 +20,7 @@ export const RESERVED_NAMES = ['fabric', 'router'];
 
 export function routerDaemon(kind: RouterKind): RouterDaemon {
   if (kind === 'bird') return bird;
-  throw new Error('FRR: not wired yet');
+  throw new Error('--router frr is not implemented yet in this podnet (issue 12 is open): use --router bird');
 }
 
 export function planRacks(ks: number[], dualStack: boolean): LabRack[] {

@@ -155,10 +155,12 @@ export class BgpSpeaker {
   private changed(): void {
     this.cache = undefined;
     if (!this.convergedLatch && this.allEndOfRib()) this.convergedLatch = true;
-    // many changes in one tick (a burst of UPDATEs) are one notification
+    // many changes in one tick (a burst of UPDATEs) are one notification; delivered after the
+    // current I/O turn, never from inside start(): the owner may not be ready for it until start()
+    // has resolved (the agent's scheduler is set up right after)
     if (this.changeQueued) return;
     this.changeQueued = true;
-    queueMicrotask(() => {
+    setImmediate(() => {
       this.changeQueued = false;
       this.o.onChange();
     });
