@@ -113,6 +113,8 @@ export interface PeerStatus {
   families?: Family[];
   prefixes: { received: number; accepted: number; announced: number; stale: number };
   lastError?: string;
+  /** the last error NOTIFICATION sent to or received from the peer since the last Established (lastError may be a later connect failure) */
+  lastNotification?: string;
   /** failed connection attempts since the last Established */
   connectRetries: number;
   /** the next active connect, while waiting for it */
@@ -142,6 +144,8 @@ export class Session {
   private restartTimer?: NodeJS.Timeout;
   private upSince?: number;
   lastError?: string;
+  /** the last error NOTIFICATION sent or received since the last Established (a peer in its idle hold closes later connections without saying why again) */
+  private lastNotification?: string;
   private stopped = true;
   /** families whose End-of-RIB the peer sent in this session */
   readonly eorReceived = new Set<Family>();
@@ -350,7 +354,7 @@ export class Session {
     } catch (e) {
       if (e instanceof BgpError) {
         this.log.error('malformed BGP message from peer: sending NOTIFICATION and closing the session', { code: e.code, subcode: e.subcode, error: e.message });
-        void this.closeConn(c, { notify: [e.code, e.subcode, e.data], why: `sent NOTIFICATION ${e.code}/${e.subcode}: ${e.message}` });
+        void this.closeConn(c, { notify: [e.code, e.subcode, e.data], why: `sent NOTIFICATION ${e.code}/${e.subcode} (${describeNotification(e.code, e.subcode)}): ${e.message}` });
       } else {
         this.log.error('BGP message handling failed: closing the session', { error: (e as Error).stack });
         void this.closeConn(c, { notify: [ErrCode.CEASE, CeaseSub.OUT_OF_RESOURCES], why: `internal error: ${(e as Error).message}` });
@@ -362,6 +366,7 @@ export class Session {
     if (m.type === MsgType.NOTIFICATION) {
       const text = m.data.length > 0 && m.data.every((b) => b >= 0x20 && b < 0x7f) ? ` "${m.data.toString('latin1')}"` : '';
       const why = `peer sent NOTIFICATION ${m.code}/${m.subcode} (${describeNotification(m.code, m.subcode)})${text}`;
+      this.lastNotification = why;
       this.log.warn('BGP peer closed the session', { code: m.code, subcode: m.subcode, reason: describeNotification(m.code, m.subcode) });
       // RFC 8538: with the N bit, only a Hard Reset ends graceful restart
       const gr = this.negotiated?.notificationGr === true && !(m.code === ErrCode.CEASE && m.subcode === CeaseSub.HARD_RESET);
@@ -400,7 +405,7 @@ export class Session {
       throw new BgpError(ErrCode.OPEN_MESSAGE, OpenSub.BAD_PEER_AS, `peer's OPEN says AS ${m.myAs} and its 4-octet AS capability ${m.caps.as4}`);
     }
     if (peerAs !== this.peer.asn) {
-      this.lastError = `bad peer AS: the peer announced AS ${peerAs}, podnet is configured with AS ${this.peer.asn} for ${this.peer.address}`;
+      this.lastError = `sent NOTIFICATION 2/2 (bad peer AS): the peer announced AS ${peerAs}, podnet is configured with AS ${this.peer.asn} for ${this.peer.address}`;
       this.log.error('BGP peer has the wrong AS: sending NOTIFICATION bad peer AS', { announced: peerAs, configured: this.peer.asn });
       const data = Buffer.alloc(2);
       data.writeUInt16BE(m.myAs & 0xffff);
@@ -485,6 +490,7 @@ export class Session {
     this.upSince = Date.now();
     this.retries = 0;
     this.lastError = undefined;
+    this.lastNotification = undefined;
     this.eorReceived.clear();
     this.adjRibOut.clear();
     this.log.info('BGP session established', { peerRouterId: open.bgpId, holdTime: this.negotiated.holdTime, families, as4: c.ctx.as4, gracefulRestart: grOn ? { peerRestartTime: grPeer.restartTime, notification: grPeer.notification } : false });
@@ -595,6 +601,9 @@ export class Session {
       if (o.notify) c.sock.end(encodeNotification(o.notify[0], o.notify[1], o.notify[2] ?? Buffer.alloc(0)));
       else c.sock.destroy();
     });
+    if (o.notify && o.notify[0] !== ErrCode.CEASE) this.lastNotification = o.why;
+    // closed without a word before its OPEN: the peer still holds the last refusal against us
+    if (o.why === 'connection closed by the peer' && c.state === 'OpenSent' && this.lastNotification) o = { ...o, why: `connection closed by the peer before its OPEN (after: ${this.lastNotification})` };
     if (!o.keepError || !this.lastError) if (o.why !== 'closed') this.lastError = o.why;
     if (c === this.established) this.sessionDown(o.flush ?? false, o.why);
     if (this.conns.size > 0) this.setStateFromConns();
@@ -643,6 +652,7 @@ export class Session {
       ...(this.negotiated && this.established ? { peerRouterId: this.negotiated.peerRouterId, holdTime: this.negotiated.holdTime, families: this.negotiated.families } : {}),
       prefixes: { received: this.ribIn.size + this.rejected.size, accepted, announced: this.adjRibOut.size, stale },
       ...(this.lastError ? { lastError: this.lastError } : {}),
+      ...(this.lastNotification ? { lastNotification: this.lastNotification } : {}),
       connectRetries: this.retries,
       ...(this.retryAt !== undefined ? { nextRetryInMs: Math.max(0, this.retryAt - Date.now()) } : {}),
       ...(this.negotiated?.peerGr ? { gracefulRestart: { peerRestartTime: this.negotiated.peerGr.restartTime, restarting: this.restartTimer !== undefined } } : {}),
