@@ -18,11 +18,12 @@ export function labCli(labDir: string, args: string[], opts: { input?: string; t
 
 /**
  * Builds dist/ when the bundle the lab starts its agents and pod servers from is missing, has no
- * `lab serve` yet, or is older than the lab's sources.
+ * `lab serve` yet, or is older than any source under src/.
  */
 export function ensureLabBundle(): void {
   const bundle = join(ROOT, 'dist/podnet.mjs');
-  const sources = [...readdirSync(join(ROOT, 'src/lab')).map((f) => join(ROOT, 'src/lab', f)), join(ROOT, 'src/cli/lab.ts'), join(ROOT, 'src/cli/main.ts')];
+  // every source the bundle is built from: the lab starts agents from it too
+  const sources = (readdirSync(join(ROOT, 'src'), { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).map((f) => join(ROOT, 'src', f));
   const stale = !existsSync(bundle) || sources.some((f) => statSync(f).mtimeMs > statSync(bundle).mtimeMs);
   const hasServe = !stale && spawnSync(process.execPath, [bundle, 'lab', 'serve', '--help'], { encoding: 'utf8' }).status === 0;
   if (stale || !hasServe) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
