@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { Command, Option } from 'commander';
 import { BACKEND_TYPES, type BackendType } from '../agent/lease.js';
+import { table } from '../util/table.js';
 
 type Out = { output: string };
 
@@ -361,15 +362,23 @@ export function registerLabCommands(program: Command): void {
 
   lab
     .command('router <action>')
-    .description('stop, start or restart the router\'s BGP daemon (by its recorded PIDs): what survives it; --kill stops with SIGKILL')
+    .description('stop, start or restart the router\'s BGP daemon (by its recorded PIDs): what survives it; --kill stops with SIGKILL. `sessions`: each node\'s session as the daemon reports it')
     .option('--kill', 'SIGKILL instead of SIGTERM (a crash)')
     .addOption(nameOption())
     .addOption(outputOption())
+    .addHelpText('after', '\nExit codes: 0 done (sessions: every node Established), 1 an error, 3 (sessions) a node\'s session is not Established.')
     .action(
       action(async (act: string, o: { kill?: boolean; name?: string } & Out) => {
-        if (act !== 'start' && act !== 'stop' && act !== 'restart') throw new Error(`router action must be start, stop or restart, not ${act}`);
-        const { routerCtl } = await import('../lab/lab.js');
+        const { routerCtl, routerSessionsByNode } = await import('../lab/lab.js');
         const { resolveLabName } = await import('../lab/state.js');
+        if (act === 'sessions') {
+          const rows = await routerSessionsByNode(resolveLabName(o.name));
+          if (o.output === 'json') console.log(JSON.stringify(rows));
+          else console.log(table([['NODE', 'ADDRESS', 'STATE'], ...rows.map((r) => [r.node, r.address, r.state])]));
+          if (rows.some((r) => r.state !== 'Established')) process.exitCode = 3;
+          return;
+        }
+        if (act !== 'start' && act !== 'stop' && act !== 'restart') throw new Error(`router action must be start, stop, restart or sessions, not ${act}`);
         const r = await routerCtl(resolveLabName(o.name), act, !!o.kill);
         if (o.output === 'json') console.log(JSON.stringify(r));
         else console.log(`router: ${r.stopped ? `stopped${o.kill ? ' (SIGKILL)' : ''}` : act === 'stop' ? 'was not running' : ''}${r.pids.length ? `${r.stopped ? ', ' : ''}running as PID ${r.pids.join(', ')}` : ''}`);

@@ -601,6 +601,17 @@ export async function routerSessions(s: LabState): Promise<Record<string, string
   return routerDaemon(s.router.kind).sessions(s.router.ns, routerFiles(s.router));
 }
 
+/** `lab router sessions`: each bgp node's session with the router, as the daemon reports it ("missing" when the daemon has no such neighbour). */
+export async function routerSessionsByNode(lab: string): Promise<{ node: string; address: string; state: string }[]> {
+  const s = requireState(lab);
+  if (!s.router?.kind) throw new Error(`lab ${lab} runs no BGP router (it comes with --backend bgp)`);
+  if (!isRouterRunning(s)) throw new Error(`lab ${lab}'s router daemon is not running (lab router start)`);
+  const by = await routerSessions(s);
+  return Object.values(s.nodes)
+    .filter((n) => n.asn !== undefined)
+    .map((n) => ({ node: n.name, address: n.ip, state: by[n.ip] ?? 'missing' }));
+}
+
 /** `lab exec router -- birdc ...` / `vtysh ...`: the daemon's CLI pointed at this lab's router. */
 export function execArgvFor(s: LabState, target: string, argv: string[]): string[] {
   if (target !== 'router' || !s.router?.kind) return argv;

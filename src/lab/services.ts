@@ -6,6 +6,7 @@ import { serviceStoreKey, sliceStoreKey } from '../proxy/document.js';
 import { SERVICE_NAME_LABEL, problemText, type ProxyNode, type RawEndpointSlice, type RawService, type ServiceProblem } from '../proxy/model.js';
 import { frontendOwners, normalize, serviceKey } from '../proxy/normalize.js';
 import { add, broadcast, canonicalIP, contains, formatCidr, formatIP, masked, network, tryParseCidr, tryParseIP } from '../util/ip.js';
+import { table } from '../util/table.js';
 
 export const SERVICE_NAMESPACE = 'default';
 export const NODE_PORT_RANGE: [number, number] = [30000, 32767];
@@ -354,11 +355,6 @@ export function serviceViews(services: RawService[], slices: RawEndpointSlice[],
 /** "80/TCP→8080" (NodePort: "80:30001/TCP→8080", as kubectl writes port:nodePort). */
 export function portText(p: ServiceView['ports'][number]): string {
   return `${p.port}${p.nodePort !== undefined ? `:${p.nodePort}` : ''}/${p.protocol}→${p.targetPort}`;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => '  ' + r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] + 2))).join('')).join('\n');
 }
 
 export function renderServices(views: ServiceView[]): string {

@@ -8,6 +8,7 @@ import { nodeTundPid } from './agents.js';
 import { isPodServer } from './serve.js';
 import { serviceList, serviceListFromState } from './service-ops.js';
 import { renderServices, type ServiceView } from './services.js';
+import { table } from '../util/table.js';
 
 export interface LabStatus {
   name: string;
@@ -89,11 +90,6 @@ export function labStatus(s: LabState): LabStatus {
     services: serviceListFromState(s),
     servicesFrom: 'state',
   };
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => '  ' + r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] + 2))).join('')).join('\n');
 }
 
 export function renderStatus(st: LabStatus): string {
