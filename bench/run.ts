@@ -11,6 +11,7 @@ const benches = [
   ['tun backend: podnet-tund vs vxlan, the hand-built kernel path and a naive forwarder (iperf3)', 'tun.ts'],
   ["Why podnet-tund's packet loop is C: checksum and system calls, TypeScript vs C", 'why-native.ts'],
   ['Convergence: 1,000 peer leases, then one more', 'convergence.ts'],
+  ['bgp backend: iperf3 across racks (bgp vs vxlan vs hand-built static routes) and BIRD announcing 1,000 routes, then one more', 'bgp.ts'],
   ['Service proxy: podnet nftables/iptables vs kube-proxy layouts, 1,000-10,000 services', 'proxy.ts'],
 ];
 let status = 0;
