@@ -1,0 +1,278 @@
+// The walk: a packet's path through the namespaces, hop by hop, as the kernel would take it now.
+// At each namespace the kernel's FIB decides the next hop (input routing when the packet came in
+// on a device, output routing where it was sent); the link layer then decides where the frame goes:
+// a veth's other end (maybe in another namespace), a bridge's FDB, a macvlan's parent or sibling,
+// a VXLAN device's FDB (encapsulation: the outer packet takes its own FIB path over the underlay
+// and is decapsulated by the VXLAN device of the same VNI on the node that owns the VTEP). The walk
+// stops where the packet is delivered (a local address) or at the first step that breaks, naming
+// the object and the command that shows it.
+import type { Link } from '../kernel/index.js';
+import type { FibAnswer, TraceView } from './view.js';
+import type { Hop, Step, TraceQuery, TraceResult } from './types.js';
+
+const MAX_HOPS = 40;
+/** UDP + VXLAN + inner Ethernet headers added by VXLAN (the outer IP header is the outer packet's own) */
+const VXLAN_OVERHEAD = 8 + 8 + 14;
+
+interface Packet {
+  src: string;
+  dst: string;
+  proto: string;
+  sport?: number;
+  dport?: number;
+  size: number;
+}
+
+/** A packet inside a tunnel: the outer header, and what is resumed when it is decapsulated. */
+interface Tunnel {
+  vni: number;
+  port: number;
+  inner: Packet;
+  /** the destination MAC of the inner frame */
+  innerMac: string;
+}
+
+class Broken extends Error {}
+
+export async function walk(view: TraceView, q: TraceQuery): Promise<TraceResult> {
+  const hops: Hop[] = [];
+  const w = new Walker(view, hops);
+  try {
+    await w.l3(q.fromNs, undefined, { src: q.src, dst: q.dst, proto: q.proto, sport: q.sport, dport: q.dport, size: q.size }, undefined);
+  } catch (e) {
+    if (!(e instanceof Broken)) throw e;
+  }
+  const bh = hops.findIndex((h) => h.steps.some((s) => !s.ok));
+  if (bh < 0) return { query: q, hops, verdict: 'complete' };
+  const bs = hops[bh].steps.findIndex((s) => !s.ok);
+  const step = hops[bh].steps[bs];
+  return { query: q, hops, verdict: 'broken', broken: { hop: bh, step: bs, reason: step.text, ...(step.command ? { command: step.command } : {}) } };
+}
+
+const ipCmd = (ns: string, args: string) => `ip -n ${ns} ${args}`;
+const isMulticastMac = (mac: string) => (parseInt(mac.slice(0, 2), 16) & 1) === 1;
+
+class Walker {
+  private count = 0;
+  constructor(
+    private readonly view: TraceView,
+    private readonly hops: Hop[],
+  ) {}
+
+  private newHop(ns: string, iif: string | undefined, pkt: Packet, tun?: Tunnel): Hop {
+    if (++this.count > MAX_HOPS) throw this.fail(this.hops[this.hops.length - 1], 'route', `more than ${MAX_HOPS} hops: a routing loop`, undefined);
+    const role = this.view.role(ns);
+    const hop: Hop = {
+      ns,
+      ...(role ? { role } : {}),
+      ...(iif ? { in: iif } : {}),
+      packet: tun
+        ? { src: tun.inner.src, dst: tun.inner.dst, proto: tun.inner.proto, outer: { src: pkt.src, dst: pkt.dst, proto: 'udp', dport: tun.port, vni: tun.vni } }
+        : { src: pkt.src, dst: pkt.dst, proto: pkt.proto },
+      steps: [],
+    };
+    this.hops.push(hop);
+    return hop;
+  }
+
+  private fail(hop: Hop, kind: Step['kind'], text: string, command: string | undefined, object?: Record<string, unknown>): Broken {
+    hop.steps.push({ kind, text, ok: false, ...(object ? { object } : {}), ...(command ? { command } : {}) });
+    return new Broken(text);
+  }
+
+  private ok(hop: Hop, kind: Step['kind'], text: string, command?: string, object?: Record<string, unknown>): void {
+    hop.steps.push({ kind, text, ok: true, ...(object ? { object } : {}), ...(command ? { command } : {}) });
+  }
+
+  private async link(ns: string, by: { name?: string; index?: number }): Promise<Link | undefined> {
+    const links = await this.view.links(ns);
+    return links.find((l) => (by.name !== undefined ? l.name === by.name : l.index === by.index));
+  }
+
+  /** The packet in `ns`, arrived on `iif` (or sent from here): routed, delivered, or broken. */
+  async l3(ns: string, iif: string | undefined, pkt: Packet, tun: Tunnel | undefined): Promise<void> {
+    const hop = this.newHop(ns, iif, pkt, tun);
+    const fib = await this.view.fib(ns, { dst: pkt.dst, src: pkt.src, iif, proto: pkt.proto as 'tcp', sport: pkt.sport, dport: pkt.dport });
+    if (fib.type === 'error') throw this.fail(hop, 'route', `no route to ${pkt.dst}${iif ? ` for a packet from ${pkt.src} in on ${iif}` : ''}: ${fib.error}`, fib.command);
+    const entry = fib.entry;
+    const obj = { ...fib } as Record<string, unknown>;
+    delete obj.command;
+    if (['unreachable', 'blackhole', 'prohibit', 'throw'].includes(fib.type)) {
+      throw this.fail(hop, 'route', `route ${entry?.dst ?? pkt.dst} is ${fib.type}${entry?.protocol ? ` (proto ${entry.protocol})` : ''}: the packet is dropped here`, fib.command, obj);
+    }
+    if (fib.type === 'local') {
+      this.ok(hop, 'route', `${pkt.dst} is local here (table ${fib.table ?? 'local'})`, fib.command, obj);
+      if (tun) return this.decap(hop, ns, pkt, tun);
+      const owner = (await this.view.addresses(ns)).find((a) => a.address === pkt.dst);
+      this.ok(hop, 'deliver', `delivered: ${pkt.dst}${owner ? ` on ${owner.ifname}` : ''} in ${ns}`);
+      return;
+    }
+    this.ok(hop, 'route', describeRoute(pkt.dst, fib), fib.command, obj);
+    const out = await this.link(ns, { name: fib.dev });
+    if (!out) throw this.fail(hop, 'route', `the route's device ${fib.dev} does not exist`, ipCmd(ns, 'link show'));
+    hop.out = out.name;
+    if (!out.up || out.operState === 'DOWN') throw this.fail(hop, 'route', `${out.name} is down (${out.operState})`, ipCmd(ns, `link show ${out.name}`));
+    const wire = pkt.size + (tun ? 20 + VXLAN_OVERHEAD : 0);
+    if (wire > out.mtu) {
+      throw this.fail(hop, 'mtu', `a ${wire}-byte packet does not fit ${out.name}'s MTU ${out.mtu} (DF set: dropped, the sender gets "fragmentation needed")`, ipCmd(ns, `link show ${out.name}`), { mtu: out.mtu, size: wire });
+    }
+    this.ok(hop, 'mtu', `${wire} bytes fit ${out.name}'s MTU ${out.mtu}`);
+    const nh = fib.gateway ?? pkt.dst;
+    const mac = await this.neighbour(hop, ns, out, nh);
+    if (out.kind === 'vxlan') return this.encap(hop, ns, out, mac, pkt);
+    const at = await this.l2Transmit(hop, ns, out, mac);
+    return this.l3(at.ns, at.dev, pkt, tun);
+  }
+
+  /** The next hop's MAC on `out`: the neighbour entry, or the address's owner when none is resolved yet. */
+  private async neighbour(hop: Hop, ns: string, out: Link, nh: string): Promise<string> {
+    const cmd = ipCmd(ns, `neigh show ${nh} dev ${out.name}`);
+    const n = (await this.view.neighbours(ns)).find((x) => x.dst === nh && x.dev === out.name);
+    const state = n?.state.join(',') ?? '';
+    if (n && /FAILED/.test(state)) throw this.fail(hop, 'neighbour', `neighbour ${nh} on ${out.name} is FAILED: nothing answered ARP/ND for it`, cmd, { ...n });
+    if (n?.lladdr && !/INCOMPLETE/.test(state)) {
+      this.ok(hop, 'neighbour', `neighbour ${nh} is ${n.lladdr} on ${out.name} (${state})`, cmd, { ...n });
+      return n.lladdr;
+    }
+    if (out.kind === 'vxlan') throw this.fail(hop, 'neighbour', `no neighbour entry for ${nh} on ${out.name} (VXLAN does no ARP: the agent writes one per peer node; is the agent running and has it seen that node's lease?)`, cmd);
+    // not resolved yet: the kernel will ask (ARP/ND); who would answer is whoever owns the address
+    for (const other of this.view.namespaces()) {
+      const a = (await this.view.addresses(other)).find((x) => x.address === nh);
+      if (!a) continue;
+      const l = await this.link(other, { name: a.ifname });
+      if (!l) continue;
+      this.ok(hop, 'neighbour', `neighbour ${nh} not resolved yet on ${out.name}${state ? ` (${state})` : ''}: ARP/ND will find ${l.mac} (${a.ifname} in ${other})`, cmd);
+      return l.mac;
+    }
+    throw this.fail(hop, 'neighbour', `no neighbour entry for ${nh} on ${out.name}, and no namespace on the path owns ${nh}: nothing will answer ARP/ND`, cmd);
+  }
+
+  /** A frame for `mac` leaves `dev` in `ns`: where is it received at layer 3? */
+  private async l2Transmit(hop: Hop, ns: string, dev: Link, mac: string, depth = 0): Promise<{ ns: string; dev: string }> {
+    if (depth > 16) throw this.fail(hop, 'bridge', `layer-2 loop for ${mac}`, undefined);
+    if (dev.kind === 'veth') {
+      const peerNs = dev.linkNetnsId !== undefined ? await this.view.peerNs(ns, dev.linkNetnsId) : ns;
+      if (!peerNs) throw this.fail(hop, 'veth', `${dev.name}'s peer is in a namespace without a name (netnsid ${dev.linkNetnsId})`, ipCmd(ns, `-d link show ${dev.name}`));
+      const peer = dev.link && dev.linkNetnsId === undefined ? await this.link(ns, { name: dev.link }) : await this.link(peerNs, { index: dev.linkIndex });
+      if (!peer) throw this.fail(hop, 'veth', `${dev.name}'s peer (ifindex ${dev.linkIndex}) is gone from ${peerNs}`, ipCmd(peerNs, 'link show'));
+      this.ok(hop, 'veth', `veth ${dev.name} -> ${peer.name}${peerNs !== ns ? ` in ${peerNs}` : ''}`, ipCmd(ns, `-d link show ${dev.name}`));
+      if (!peer.up) throw this.fail(hop, 'veth', `${peer.name} in ${peerNs} is down`, ipCmd(peerNs, `link show ${peer.name}`));
+      return this.l2Receive(hop, peerNs, peer, mac, depth + 1);
+    }
+    if (dev.kind === 'bridge') return this.bridgeForward(hop, ns, dev, undefined, mac, depth);
+    if (dev.kind === 'macvlan') {
+      const parentNs = dev.linkNetnsId !== undefined ? await this.view.peerNs(ns, dev.linkNetnsId) : ns;
+      const parent = parentNs && (dev.link && dev.linkNetnsId === undefined ? await this.link(ns, { name: dev.link }) : await this.link(parentNs, { index: dev.linkIndex }));
+      if (!parentNs || !parent) throw this.fail(hop, 'macvlan', `${dev.name}'s parent link is not found`, ipCmd(ns, `-d link show ${dev.name}`));
+      const sib = await this.macvlanChild(parentNs, parent, mac);
+      if (sib && String(dev.info?.mode ?? 'vepa') === 'bridge') {
+        this.ok(hop, 'macvlan', `macvlan ${dev.name} (bridge mode) -> sibling ${sib.dev} in ${sib.ns} on the same parent ${parent.name}`, ipCmd(ns, `-d link show ${dev.name}`));
+        return { ns: sib.ns, dev: sib.dev };
+      }
+      this.ok(hop, 'macvlan', `macvlan ${dev.name} -> out of its parent ${parent.name} in ${parentNs}`, ipCmd(ns, `-d link show ${dev.name}`));
+      return this.l2Transmit(hop, parentNs, parent, mac, depth + 1);
+    }
+    throw this.fail(hop, 'veth', `frames leaving ${dev.name} (${dev.kind ?? 'a physical device'}) go where this trace cannot follow`, ipCmd(ns, `-d link show ${dev.name}`));
+  }
+
+  /** A frame for `mac` arrives on `dev` in `ns`. */
+  private async l2Receive(hop: Hop, ns: string, dev: Link, mac: string, depth: number): Promise<{ ns: string; dev: string }> {
+    if (dev.master) {
+      const br = await this.link(ns, { name: dev.master });
+      if (br?.kind === 'bridge') return this.bridgeForward(hop, ns, br, dev, mac, depth);
+    }
+    const child = await this.macvlanChild(ns, dev, mac);
+    if (child) {
+      this.ok(hop, 'macvlan', `frame for ${mac} on ${dev.name} -> its macvlan ${child.dev} in ${child.ns}`);
+      return child;
+    }
+    if (dev.mac.toLowerCase() === mac.toLowerCase() || isMulticastMac(mac)) return { ns, dev: dev.name };
+    throw this.fail(hop, 'veth', `a frame for ${mac} arrives on ${dev.name} in ${ns}, whose address is ${dev.mac}: dropped`, ipCmd(ns, `link show ${dev.name}`));
+  }
+
+  /** The bridge's forwarding decision for `mac` (arrived on `from`, or sent by the bridge itself). */
+  private async bridgeForward(hop: Hop, ns: string, br: Link, from: Link | undefined, mac: string, depth: number): Promise<{ ns: string; dev: string }> {
+    const cmd = `bridge -n ${ns} fdb show br ${br.name}`;
+    const fdb = (await this.view.fdb(ns)).filter((e) => e.mac.toLowerCase() === mac.toLowerCase() && (e.master === br.name || e.dev === br.name) && !e.flags.includes('self'));
+    const local = br.mac.toLowerCase() === mac.toLowerCase() || fdb.some((e) => e.state === 'permanent' && e.master === br.name);
+    if (local && from) {
+      this.ok(hop, 'bridge', `bridge ${br.name}: ${mac} is the bridge's own address: up to its IP layer`, cmd);
+      return { ns, dev: br.name };
+    }
+    const entry = fdb.find((e) => e.dev !== br.name);
+    let port: Link | undefined;
+    if (entry) {
+      port = await this.link(ns, { name: entry.dev });
+      this.ok(hop, 'bridge', `bridge ${br.name}: FDB ${mac} -> port ${entry.dev}${entry.state ? ` (${entry.state})` : ' (learned)'}`, cmd, { ...entry });
+    } else {
+      // unknown unicast is flooded: the port whose far side owns the MAC receives it
+      for (const p of (await this.view.links(ns)).filter((l) => l.master === br.name && l.name !== from?.name)) {
+        if (await this.owns(ns, p, mac)) {
+          port = p;
+          break;
+        }
+      }
+      if (!port) throw this.fail(hop, 'bridge', `bridge ${br.name}: ${mac} is in no FDB entry and behind no port: the frame is flooded and lost`, cmd);
+      this.ok(hop, 'bridge', `bridge ${br.name}: ${mac} not in the FDB yet: flooded, reaching port ${port.name}`, cmd);
+    }
+    if (!port) throw this.fail(hop, 'bridge', `bridge ${br.name}: FDB port ${entry?.dev} does not exist`, cmd);
+    if (from && port.name === from.name) throw this.fail(hop, 'bridge', `bridge ${br.name}: ${mac} is behind the port it came in on (${port.name}), and hairpin is off`, cmd);
+    if (!port.up) throw this.fail(hop, 'bridge', `bridge ${br.name}: port ${port.name} is down`, ipCmd(ns, `link show ${port.name}`));
+    return this.l2Transmit(hop, ns, port, mac, depth + 1);
+  }
+
+  /** Whether the far side of a bridge port (its veth peer) has this MAC. */
+  private async owns(ns: string, port: Link, mac: string): Promise<boolean> {
+    if (port.kind !== 'veth') return false;
+    const peerNs = port.linkNetnsId !== undefined ? await this.view.peerNs(ns, port.linkNetnsId) : ns;
+    if (!peerNs) return false;
+    const peer = await this.link(peerNs, { index: port.linkIndex });
+    if (!peer) return false;
+    if (peer.mac.toLowerCase() === mac.toLowerCase()) return true;
+    if (peer.master) return (await this.view.links(peerNs)).some((l) => l.master === peer.master && l.mac.toLowerCase() === mac.toLowerCase());
+    return false;
+  }
+
+  /** A macvlan child of `parent` (in `ns`) with this MAC, in whatever namespace it was moved to. */
+  private async macvlanChild(ns: string, parent: Link, mac: string): Promise<{ ns: string; dev: string } | undefined> {
+    for (const other of this.view.namespaces()) {
+      for (const l of await this.view.links(other)) {
+        if (l.kind !== 'macvlan' || l.mac.toLowerCase() !== mac.toLowerCase()) continue;
+        if (other === ns && l.link === parent.name) return { ns: other, dev: l.name };
+        if (l.linkNetnsId !== undefined && l.linkIndex === parent.index && (await this.view.peerNs(other, l.linkNetnsId)) === ns) return { ns: other, dev: l.name };
+      }
+    }
+    return undefined;
+  }
+
+  /** Into a VXLAN device: the FDB gives the remote VTEP; the outer packet is routed from here. */
+  private async encap(hop: Hop, ns: string, dev: Link, mac: string, inner: Packet): Promise<void> {
+    const cmd = `bridge -n ${ns} fdb show dev ${dev.name}`;
+    const fdb = (await this.view.fdb(ns)).filter((e) => e.dev === dev.name && e.mac.toLowerCase() === mac.toLowerCase() && e.dst);
+    const vni = Number(dev.info?.id);
+    const port = Number(dev.info?.port ?? 8472);
+    if (fdb.length === 0) throw this.fail(hop, 'encap', `no FDB entry for ${mac} on ${dev.name}: VXLAN does not know which node's VTEP has it (the agent writes one per peer node)`, cmd);
+    const vtep = fdb[0].dst!;
+    const local = typeof dev.info?.local === 'string' ? (dev.info.local as string) : undefined;
+    this.ok(hop, 'encap', `VXLAN ${dev.name}: VNI ${vni}, ${mac} -> VTEP ${vtep}: encapsulated in UDP ${local ?? '(source by route)'} -> ${vtep}:${port}`, cmd, { ...fdb[0], vni, port, ...(local ? { local } : {}) });
+    // the outer packet's size is the inner's plus the overhead, which l3 adds while it is in a tunnel
+    const src = local ?? (await this.view.fib(ns, { dst: vtep })).prefsrc ?? '';
+    return this.l3(ns, undefined, { src, dst: vtep, proto: 'udp', dport: port, size: inner.size }, { vni, port, inner, innerMac: mac });
+  }
+
+  /** The outer packet reached the node that owns the VTEP: the VXLAN device of that VNI and port takes it. */
+  private async decap(hop: Hop, ns: string, outer: Packet, tun: Tunnel): Promise<void> {
+    const dev = (await this.view.links(ns)).find((l) => l.kind === 'vxlan' && Number(l.info?.id) === tun.vni && Number(l.info?.port ?? 8472) === tun.port);
+    if (!dev) throw this.fail(hop, 'decap', `${outer.dst} is here but no VXLAN device with VNI ${tun.vni} on port ${tun.port}: the UDP packet is dropped`, ipCmd(ns, '-d link show type vxlan'));
+    if (!dev.up) throw this.fail(hop, 'decap', `VXLAN device ${dev.name} is down`, ipCmd(ns, `link show ${dev.name}`));
+    this.ok(hop, 'decap', `decapsulated by ${dev.name} (VNI ${tun.vni}, port ${tun.port})`, ipCmd(ns, `-d link show ${dev.name}`));
+    const at = await this.l2Receive(hop, ns, dev, tun.innerMac, 0);
+    return this.l3(at.ns, at.dev, tun.inner, undefined);
+  }
+}
+
+function describeRoute(dst: string, f: FibAnswer): string {
+  const e = f.entry;
+  const proto = e?.protocol ? ` proto ${e.protocol === '80' ? '80 (podnet)' : e.protocol}` : '';
+  return `route ${e?.dst ?? dst}${f.gateway ? ` via ${f.gateway}` : ''} dev ${f.dev}${proto}${f.table && f.table !== 'main' ? ` table ${f.table}` : ''}`;
+}
