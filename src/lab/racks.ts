@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { addNetns, ip, sysctl } from './sys.js';
 import { nsName, type LabNode, type LabRack, type LabRouter, type LabState } from './state.js';
 import { bird } from './router/bird.js';
+import { frr } from './router/frr.js';
 import type { RouterDaemon, RouterFiles, RouterKind, RouterPlan } from './router/types.js';
 
 export const ROUTER_HOST = 253;
@@ -19,8 +20,7 @@ export const BGP_RESTART_TIME = 120;
 export const RESERVED_NAMES = ['fabric', 'router'];
 
 export function routerDaemon(kind: RouterKind): RouterDaemon {
-  if (kind === 'bird') return bird;
-  throw new Error('--router frr is not implemented yet in this podnet (issue 12 is open): use --router bird');
+  return kind === 'frr' ? frr : bird;
 }
 
 export function planRacks(ks: number[], dualStack: boolean): LabRack[] {
