@@ -1,7 +1,8 @@
-// The bgp backend across racks with a real router: 4 nodes in 2 racks, BIRD in the router
+// The bgp backend across racks with a real router: 4 nodes in 2 racks, BIRD or FRR in the router
 // namespace with every node as an eBGP neighbour. Every pod reaches every pod (v4 and v6), the
 // router holds exactly each node's pod subnets via that node, nodes of one rack route to each
-// other directly, and pod packets cross the router unencapsulated.
+// other directly, and pod packets cross the router unencapsulated. The same suite runs for each
+// router daemon that is installed.
 import { labCli, ensureLabBundle } from '../helpers/lab.js';
 import { netnsWithPrefix } from '../helpers/netns.js';
 import { after, before, describe, it } from 'node:test';
@@ -14,9 +15,58 @@ import { join } from 'node:path';
 import { formatCidr, masked, parseCidr } from '../../src/util/ip.js';
 
 const LAB_DIR = mkdtempSync(join(tmpdir(), 'pnlab-bgp-test-'));
-const TAG = `b${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
 const cli = (args: string[]) => labCli(LAB_DIR, args, { timeoutMs: 240_000 });
-const hasBird = existsSync('/usr/sbin/bird') && existsSync('/usr/sbin/birdc');
+
+interface Router {
+  kind: 'bird' | 'frr';
+  /** the daemon's binaries: the suite is skipped when one is missing */
+  bins: string[];
+  /** the Debian package that has them */
+  pkg: string;
+  /** the protocol of the routes the daemon installs in the router namespace's kernel */
+  kernelProto: string;
+  /** each node's session state as the daemon's own CLI shows it (through `lab exec router`), by node name */
+  sessions(st: St): Record<string, string>;
+}
+
+const ROUTERS: Router[] = [
+  {
+    kind: 'bird',
+    bins: ['/usr/sbin/bird', '/usr/sbin/birdc'],
+    pkg: 'bird2',
+    kernelProto: 'bird',
+    sessions(st) {
+      const r = cli(['exec', 'router', '--name', tag(this), '--', 'birdc', 'show', 'protocols']);
+      assert.equal(r.code, 0, r.stderr);
+      const res: Record<string, string> = {};
+      for (const n of Object.keys(st.nodes)) res[n] = new RegExp(`node_${n}\\s+BGP.*Established`).test(r.stdout) ? 'Established' : r.stdout;
+      return res;
+    },
+  },
+  {
+    kind: 'frr',
+    bins: ['/usr/lib/frr/zebra', '/usr/lib/frr/bgpd', '/usr/bin/vtysh'],
+    pkg: 'frr',
+    kernelProto: 'bgp',
+    sessions(st) {
+      const r = cli(['exec', 'router', '--name', tag(this), '--', 'vtysh', '-c', 'show bgp summary json']);
+      assert.equal(r.code, 0, r.stderr);
+      const sum = JSON.parse(r.stdout) as Record<string, { peers: Record<string, { state: string }> }>;
+      const res: Record<string, string> = {};
+      for (const [n, node] of Object.entries(st.nodes)) {
+        // the session carries both families: Established in each
+        const states = ['ipv4Unicast', 'ipv6Unicast'].map((af) => sum[af]?.peers?.[node.ip]?.state ?? `no ${af} peer`);
+        res[n] = states.every((x) => x === 'Established') ? 'Established' : states.join('/');
+      }
+      return res;
+    },
+  },
+];
+
+const TAGS = new Map<string, string>(ROUTERS.map((r) => [r.kind, `b${r.kind[0]}${process.pid.toString(36)}${randomBytes(2).toString('hex')}`]));
+function tag(r: Pick<Router, 'kind'>): string {
+  return TAGS.get(r.kind)!;
+}
 
 interface St {
   router: { ns: string };
@@ -25,8 +75,6 @@ interface St {
 }
 
 after(() => {
-  if (existsSync(join(LAB_DIR, TAG))) cli(['down', '--name', TAG]);
-  for (const ns of netnsWithPrefix(`pnlab-${TAG}-`)) spawnSync('ip', ['netns', 'del', ns]);
   rmSync(LAB_DIR, { recursive: true, force: true });
 });
 
@@ -36,77 +84,93 @@ function subnets(file: string): string[] {
     .map((c) => formatCidr(masked(parseCidr(c))));
 }
 
-describe('bgp across 2 racks with BIRD', { skip: hasBird ? false : 'bird2 is not installed (/usr/sbin/bird)', timeout: 300_000 }, () => {
-  let st: St;
-  before(() => {
-    ensureLabBundle();
-    const r = cli(['up', '--name', TAG, '--nodes', '4', '--racks', '2', '--backend', 'bgp', '--router', 'bird', '--ipv6-network', 'fd00:10:244::/56']);
-    assert.equal(r.code, 0, r.stderr);
-    for (let i = 1; i <= 4; i++) {
-      const p = cli(['pod', 'add', `a${i}`, '--node', `n${i}`, '--name', TAG]);
-      assert.equal(p.code, 0, p.stderr);
-    }
-    st = JSON.parse(readFileSync(join(LAB_DIR, TAG, 'state.json'), 'utf8'));
-  });
+for (const router of ROUTERS) {
+  const missing = router.bins.find((b) => !existsSync(b));
+  const skip = missing ? `${router.kind} is not installed (${missing}; apt-get install ${router.pkg})` : false;
+  if (skip) console.log(`# skipping the ${router.kind} suite: ${skip}`);
+  const TAG = tag(router);
+  describe(`bgp across 2 racks with ${router.kind}`, { skip, timeout: 300_000 }, () => {
+    let st: St;
+    before(() => {
+      ensureLabBundle();
+      const r = cli(['up', '--name', TAG, '--nodes', '4', '--racks', '2', '--backend', 'bgp', '--router', router.kind, '--ipv6-network', 'fd00:10:244::/56']);
+      assert.equal(r.code, 0, r.stderr);
+      for (let i = 1; i <= 4; i++) {
+        const p = cli(['pod', 'add', `a${i}`, '--node', `n${i}`, '--name', TAG]);
+        assert.equal(p.code, 0, p.stderr);
+      }
+      st = JSON.parse(readFileSync(join(LAB_DIR, TAG, 'state.json'), 'utf8'));
+    });
 
-  it('the nodes are spread over the racks and every session with the router is Established', async () => {
-    assert.deepEqual(Object.values(st.nodes).map((n) => n.rack).sort(), [1, 1, 2, 2]);
-    const r = cli(['exec', 'router', '--name', TAG, '--', 'birdc', 'show', 'protocols']);
-    assert.equal(r.code, 0, r.stderr);
-    for (const n of Object.keys(st.nodes)) assert.match(r.stdout, new RegExp(`node_${n}\\s+BGP.*Established`), r.stdout);
-  });
+    after(() => {
+      if (existsSync(join(LAB_DIR, TAG))) cli(['down', '--name', TAG]);
+      for (const ns of netnsWithPrefix(`pnlab-${TAG}-`)) spawnSync('ip', ['netns', 'del', ns]);
+    });
 
-  it('every pod reaches every pod, v4 and v6', () => {
-    const failed: string[] = [];
-    for (const a of Object.values(st.pods)) {
-      for (const b of Object.values(st.pods)) {
-        if (a === b) continue;
-        for (const ip of b.ips) {
-          const p = spawnSync('ip', ['netns', 'exec', a.ns, 'ping', '-n', '-q', '-c1', '-W2', ip]);
-          if (p.status !== 0) failed.push(`${a.node} -> ${ip}`);
+    it('the nodes are spread over the racks and every session with the router is Established', async () => {
+      assert.deepEqual(Object.values(st.nodes).map((n) => n.rack).sort(), [1, 1, 2, 2]);
+      // the agents connect within a second of lab up; the router's view may lag a little
+      let got: Record<string, string> = {};
+      for (let i = 0; i < 50; i++) {
+        got = router.sessions(st);
+        if (Object.values(got).every((x) => x === 'Established')) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.deepEqual(got, Object.fromEntries(Object.keys(st.nodes).map((n) => [n, 'Established'])));
+    });
+
+    it('every pod reaches every pod, v4 and v6', () => {
+      const failed: string[] = [];
+      for (const a of Object.values(st.pods)) {
+        for (const b of Object.values(st.pods)) {
+          if (a === b) continue;
+          for (const ip of b.ips) {
+            const p = spawnSync('ip', ['netns', 'exec', a.ns, 'ping', '-n', '-q', '-c1', '-W2', ip]);
+            if (p.status !== 0) failed.push(`${a.node} -> ${ip}`);
+          }
         }
       }
-    }
-    assert.deepEqual(failed, []);
-    assert.equal(Object.values(st.pods).every((p) => p.ips.length === 2), true, 'dual-stack pods');
-  });
+      assert.deepEqual(failed, []);
+      assert.equal(Object.values(st.pods).every((p) => p.ips.length === 2), true, 'dual-stack pods');
+    });
 
-  it("the router's table holds each node's pod subnets via that node, and nothing else from BGP", () => {
-    const want = new Set<string>();
-    for (const n of Object.values(st.nodes)) {
-      const [v4, v6] = subnets(n.subnetFile);
-      want.add(`${v4} via ${n.ip}`);
-      if (v6) want.add(`${v6} via ${n.ip6}`);
-    }
-    const got = new Set<string>();
-    for (const fam of ['-4', '-6']) {
-      const routes = JSON.parse(execFileSync('ip', ['-n', st.router.ns, fam, '-j', 'route', 'show', 'proto', 'bird'], { encoding: 'utf8' })) as { dst: string; gateway: string }[];
-      for (const r of routes) got.add(`${r.dst} via ${r.gateway}`);
-    }
-    assert.deepEqual([...got].sort(), [...want].sort());
-  });
+    it("the router's table holds each node's pod subnets via that node, and nothing else from BGP", () => {
+      const want = new Set<string>();
+      for (const n of Object.values(st.nodes)) {
+        const [v4, v6] = subnets(n.subnetFile);
+        want.add(`${v4} via ${n.ip}`);
+        if (v6) want.add(`${v6} via ${n.ip6}`);
+      }
+      const got = new Set<string>();
+      for (const fam of ['-4', '-6']) {
+        const routes = JSON.parse(execFileSync('ip', ['-n', st.router.ns, fam, '-j', 'route', 'show', 'proto', router.kernelProto], { encoding: 'utf8' })) as { dst: string; gateway: string }[];
+        for (const r of routes) got.add(`${r.dst} via ${r.gateway}`);
+      }
+      assert.deepEqual([...got].sort(), [...want].sort());
+    });
 
-  it('nodes of one rack route to each other directly; the other rack via the router', () => {
-    const n1 = st.nodes.n1;
-    const routes = JSON.parse(execFileSync('ip', ['-n', n1.ns, '-j', 'route', 'show', 'proto', '80'], { encoding: 'utf8' })) as { dst: string; gateway: string }[];
-    const via = new Map(routes.map((r) => [r.dst, r.gateway]));
-    assert.equal(via.get(subnets(st.nodes.n3.subnetFile)[0]), st.nodes.n3.ip, JSON.stringify(routes));
-    const rackRouter = (JSON.parse(execFileSync('ip', ['-n', n1.ns, '-j', 'route', 'show', 'default'], { encoding: 'utf8' })) as { gateway: string }[])[0].gateway;
-    assert.equal(via.get(subnets(st.nodes.n2.subnetFile)[0]), rackRouter);
-  });
+    it('nodes of one rack route to each other directly; the other rack via the router', () => {
+      const n1 = st.nodes.n1;
+      const routes = JSON.parse(execFileSync('ip', ['-n', n1.ns, '-j', 'route', 'show', 'proto', '80'], { encoding: 'utf8' })) as { dst: string; gateway: string }[];
+      const via = new Map(routes.map((r) => [r.dst, r.gateway]));
+      assert.equal(via.get(subnets(st.nodes.n3.subnetFile)[0]), st.nodes.n3.ip, JSON.stringify(routes));
+      const rackRouter = (JSON.parse(execFileSync('ip', ['-n', n1.ns, '-j', 'route', 'show', 'default'], { encoding: 'utf8' })) as { gateway: string }[])[0].gateway;
+      assert.equal(via.get(subnets(st.nodes.n2.subnetFile)[0]), rackRouter);
+    });
 
-  it('pod packets cross the router unencapsulated', async () => {
-    const dst = st.pods.a2.ips[0];
-    const td = spawn('ip', ['netns', 'exec', st.router.ns, 'timeout', '8', 'tcpdump', '-l', '-n', '-i', 'any', '-c', '4', 'ip', 'and', 'host', dst], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    td.stdout.on('data', (d) => (out += d));
-    td.stderr.on('data', (d) => (err += d));
-    const listening = new Promise<void>((res) => td.stderr.on('data', () => /listening on/.test(err) && res()));
-    await Promise.race([listening, new Promise((r) => setTimeout(r, 5000))]);
-    spawnSync('ip', ['netns', 'exec', st.pods.a1.ns, 'ping', '-n', '-q', '-c3', '-i', '0.2', '-W2', dst]);
-    await new Promise((r) => td.once('exit', r));
-    assert.match(out, new RegExp(`${st.pods.a1.ips[0].replace(/\./g, '\\.')} > ${dst.replace(/\./g, '\\.')}: ICMP echo request`), out + err);
-    assert.doesNotMatch(out, /UDP|VXLAN|ipip/i, out);
+    it('pod packets cross the router unencapsulated', async () => {
+      const dst = st.pods.a2.ips[0];
+      const td = spawn('ip', ['netns', 'exec', st.router.ns, 'timeout', '8', 'tcpdump', '-l', '-n', '-i', 'any', '-c', '4', 'ip', 'and', 'host', dst], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      td.stdout.on('data', (d) => (out += d));
+      td.stderr.on('data', (d) => (err += d));
+      const listening = new Promise<void>((res) => td.stderr.on('data', () => /listening on/.test(err) && res()));
+      await Promise.race([listening, new Promise((r) => setTimeout(r, 5000))]);
+      spawnSync('ip', ['netns', 'exec', st.pods.a1.ns, 'ping', '-n', '-q', '-c3', '-i', '0.2', '-W2', dst]);
+      await new Promise((r) => td.once('exit', r));
+      assert.match(out, new RegExp(`${st.pods.a1.ips[0].replace(/\./g, '\\.')} > ${dst.replace(/\./g, '\\.')}: ICMP echo request`), out + err);
+      assert.doesNotMatch(out, /UDP|VXLAN|ipip/i, out);
+    });
   });
-});
+}
