@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { SUPPORTED_VERSIONS } from '../cni/version.js';
 import { registerLabCommands } from './lab.js';
 import { registerBgpCommands } from './bgp.js';
+import { registerTraceCommands } from './trace.js';
 import { parsePortRange, registerProxyCommands } from './proxy.js';
 
 const VERSION = '0.1.0';
@@ -124,6 +125,7 @@ export function buildCli(): Command {
   registerProxyCommands(program);
   registerLabCommands(program);
   registerBgpCommands(program);
+  registerTraceCommands(program);
   return program;
 }
 

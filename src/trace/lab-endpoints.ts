@@ -1,6 +1,8 @@
 // SRC and DST of a trace in a lab: a pod or node name, an address (IP or IP:PORT), resolved
 // against the lab's state; and the lab's namespaces with what each one is, for the walk.
-import { tryParseIP } from '../util/ip.js';
+import { readFileSync } from 'node:fs';
+import { formatCidr, masked, tryParseCidr, tryParseIP } from '../util/ip.js';
+import type { ClusterFacts } from './view.js';
 import type { LabState } from '../lab/state.js';
 
 export interface Endpoint {
@@ -57,4 +59,22 @@ export function resolveLabEndpoint(s: LabState, spec: string, family?: 4 | 6): E
   const nodeOwner = Object.values(s.nodes).find((n) => n.ip === a.ip || n.ip6 === a.ip);
   if (nodeOwner) return { label: `node ${nodeOwner.name}`, ip: a.ip, ns: nodeOwner.ns, ...(a.port ? { port: a.port } : {}) };
   return { label: a.ip, ip: a.ip, ...(a.port ? { port: a.port } : {}) };
+}
+
+/** The lab's cluster networks and each node's pod subnets (from the subnet.env its agent wrote). */
+export function labCluster(s: LabState): ClusterFacts {
+  const subnets: ClusterFacts['subnets'] = [];
+  for (const n of Object.values(s.nodes)) {
+    let env = '';
+    try {
+      env = readFileSync(n.subnetFile, 'utf8');
+    } catch {
+      continue; // no agent has written it (yet): the node has no subnet to check
+    }
+    for (const key of ['PODNET_SUBNET', 'PODNET_IPV6_SUBNET']) {
+      const c = tryParseCidr(new RegExp(`^${key}=(\\S+)`, 'm').exec(env)?.[1] ?? '');
+      if (c) subnets.push({ cidr: formatCidr(masked(c)), node: n.name, ns: n.ns });
+    }
+  }
+  return { networks: [s.network, ...(s.ipv6Network ? [s.ipv6Network] : [])], subnets };
 }

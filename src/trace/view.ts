@@ -30,7 +30,17 @@ export interface FibAnswer {
   command: string;
 }
 
+/** What the trace knows of the cluster (from the lab's state or the store): which route a node must have. */
+export interface ClusterFacts {
+  /** the cluster's pod networks */
+  networks: string[];
+  /** each node's pod subnet(s) and the node's namespace */
+  subnets: { cidr: string; node: string; ns: string }[];
+}
+
 export interface TraceView {
+  /** the cluster's networks and node subnets, when known */
+  cluster?(): ClusterFacts | undefined;
   /** the namespaces the trace may pass (to find an address's owner); the lab's or every named one */
   namespaces(): string[];
   /** what a namespace is, when known (pod, node, fabric, router) */
@@ -62,7 +72,12 @@ export class LiveView implements TraceView {
   constructor(
     private readonly known: string[],
     private readonly roles: Record<string, string> = {},
+    private readonly facts?: ClusterFacts,
   ) {}
+
+  cluster(): ClusterFacts | undefined {
+    return this.facts;
+  }
 
   namespaces(): string[] {
     return this.known;

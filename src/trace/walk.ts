@@ -7,6 +7,7 @@
 // stops where the packet is delivered (a local address) or at the first step that breaks, naming
 // the object and the command that shows it.
 import type { Link } from '../kernel/index.js';
+import { contains, parseCidr, tryParseCidr, tryParseIP } from '../util/ip.js';
 import type { FibAnswer, TraceView } from './view.js';
 import type { Hop, Step, TraceQuery, TraceResult } from './types.js';
 
@@ -107,6 +108,8 @@ class Walker {
       this.ok(hop, 'deliver', `delivered: ${pkt.dst}${owner ? ` on ${owner.ifname}` : ''} in ${ns}`);
       return;
     }
+    const missing = this.missingPeerRoute(ns, pkt.dst, fib);
+    if (missing) throw this.fail(hop, 'route', missing.text, missing.command, obj);
     this.ok(hop, 'route', describeRoute(pkt.dst, fib), fib.command, obj);
     const out = await this.link(ns, { name: fib.dev });
     if (!out) throw this.fail(hop, 'route', `the route's device ${fib.dev} does not exist`, ipCmd(ns, 'link show'));
@@ -122,6 +125,29 @@ class Walker {
     if (out.kind === 'vxlan') return this.encap(hop, ns, out, mac, pkt);
     const at = await this.l2Transmit(hop, ns, out, mac);
     return this.l3(at.ns, at.dev, pkt, tun);
+  }
+
+  /**
+   * On a node, a packet for another node's pod subnet must match a route inside the cluster network
+   * (the backend's route for that subnet, or one for the whole network): a broader one (the default
+   * route) carries it to a router that knows no pods.
+   */
+  private missingPeerRoute(ns: string, dst: string, fib: FibAnswer): { text: string; command: string } | undefined {
+    const facts = this.view.cluster?.();
+    if (!facts || !facts.subnets.some((x) => x.ns === ns)) return undefined;
+    const ip = tryParseIP(dst);
+    const peer = ip && facts.subnets.find((x) => x.ns !== ns && contains(parseCidr(x.cidr), ip));
+    if (!peer) return undefined;
+    const entry = fib.entry?.dst && fib.entry.dst !== 'default' ? tryParseCidr(fib.entry.dst) : undefined;
+    const inCluster = entry && facts.networks.some((n) => {
+      const net = parseCidr(n);
+      return net.family === entry.family && entry.prefix >= net.prefix && contains(net, entry.addr);
+    });
+    if (inCluster) return undefined;
+    return {
+      text: `no route for node ${peer.node}'s pod subnet ${peer.cidr} here: the packet would leave by ${fib.entry?.dst ?? 'the'} route via ${fib.gateway ?? fib.dev}, which knows no pods (the backend installs one route per peer node: is this node's agent running, has it seen ${peer.node}'s lease?)`,
+      command: `ip -n ${ns} route show ${peer.cidr}`,
+    };
   }
 
   /** The next hop's MAC on `out`: the neighbour entry, or the address's owner when none is resolved yet. */
