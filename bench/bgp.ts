@@ -11,7 +11,11 @@
 //          each node's pod subnet; two node namespaces, eth0 a veth on its rack's bridge, default
 //          route via the rack's router leg, a bridge with the pod's veth on it (hairpin on, as the
 //          CNI plugin sets); the pods' eth0 with a /24 and default route via the bridge). No
-//          agent, no nftables: the kernel path alone. Removed on exit.
+//          agent, no nftables: the kernel path alone. Removed on exit;
+//        - diagnostic: the hand-built path with the bgp lab nodes' nftables rulesets (`nft list
+//          ruleset`, loaded as they are: the hand-built pods are in the same cluster network)
+//          loaded into its two nodes: their nat chains put conntrack on every packet, which is
+//          what the lab path has and the hand-built one has not (docs/datapath.md).
 //      Rounds interleave the three paths (order reversed every other round); medians per path,
 //      and the per-round (paired) ratios. Before measuring, the devices on the lab's bgp path and
 //      on the hand-built one are compared (`ip -j -d link`: MTU, queues, GSO/GRO/TSO sizes, bridge
@@ -136,17 +140,18 @@ function handBuilt(): Path {
     ipc(['-n', N, 'route', 'replace', 'default', 'via', `192.168.${k}.253`]);
     sysctl(N, 'net.ipv4.ip_forward=1');
     ipc(['-n', N, 'link', 'add', 'podnet0', 'mtu', '1500', 'type', 'bridge']);
-    ipc(['-n', N, 'addr', 'add', `10.250.${i}.1/24`, 'dev', 'podnet0']);
+    ipc(['-n', N, 'addr', 'add', `10.143.${i}.1/24`, 'dev', 'podnet0']);
     ipc(['-n', N, 'link', 'set', 'podnet0', 'up']);
     ipc(['-n', N, 'link', 'add', `veth${pod}`, 'mtu', '1500', 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', '1500', 'netns', P]);
     ipc(['-n', N, 'link', 'set', `veth${pod}`, 'master', 'podnet0', 'up']);
     ipc(['-n', N, 'link', 'set', `veth${pod}`, 'type', 'bridge_slave', 'hairpin', 'on']);
-    ipc(['-n', P, 'addr', 'add', `10.250.${i}.2/24`, 'dev', 'eth0']);
+    ipc(['-n', P, 'addr', 'add', `10.143.${i}.2/24`, 'dev', 'eth0']);
     ipc(['-n', P, 'link', 'set', 'eth0', 'up']);
-    ipc(['-n', P, 'route', 'add', 'default', 'via', `10.250.${i}.1`]);
-    ipc(['-n', R, 'route', 'add', `10.250.${i}.0/24`, 'via', `192.168.${k}.${i}`]);
+    ipc(['-n', P, 'route', 'add', 'default', 'via', `10.143.${i}.1`]);
+    ipc(['-n', P, 'route', 'add', NETWORK, 'via', `10.143.${i}.1`]);
+    ipc(['-n', R, 'route', 'add', `10.143.${i}.0/24`, 'via', `192.168.${k}.${i}`]);
   }
-  return { client: A, serverNs: B, server: '10.250.2.2' };
+  return { client: A, serverNs: B, server: '10.143.2.2' };
 }
 
 // --- the two paths compared, device by device ---
@@ -358,6 +363,7 @@ async function convergence(st: LabSt): Promise<ConvResult> {
     const polled = Date.now() - t;
     await sleep(100); // the monitor's last lines
     const m = mon.doneAfter(t, dsts, deleted);
+    process.stderr.write(`    ${what}: ${m === undefined ? '-' : m.toFixed(1)} ms from ip monitor's stamps, ${polled} ms polled (every 50 ms)\n`);
     if (m === undefined) {
       res.fallback++;
       process.stderr.write(`  ${what}: ip monitor missed some notifications; using the polled time ${polled} ms\n`);
@@ -414,11 +420,21 @@ async function main(): Promise<void> {
   for (const [k, p] of Object.entries(paths)) await waitPing(p.client, p.server, k);
   const diffs = comparePaths(bgp);
 
-  const gbps: Record<keyof typeof paths, number[]> = { bgp: [], vxlan: [], hand: [] };
-  const order = ['bgp', 'vxlan', 'hand'] as const;
+  // the diagnostic path: the hand-built one with the lab nodes' nftables rulesets loaded in its
+  // nodes (copied as they are: the hand-built pods are inside the same cluster network)
+  const rulesets = [bgp.nodes.n1.ns, bgp.nodes.n2.ns].map((ns) => nsx(ns, ['nft', 'list', 'ruleset']));
+  const handNft = (on: boolean) => {
+    for (const [i, ns] of [HAND_NS[2], HAND_NS[3]].entries()) {
+      nsx(ns, ['nft', 'flush', 'ruleset']);
+      if (on) execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: rulesets[i], stdio: ['pipe', 'ignore', 'pipe'] });
+    }
+  };
+  const gbps: Record<keyof typeof paths | 'handNft', number[]> = { bgp: [], vxlan: [], hand: [], handNft: [] };
+  const order = ['bgp', 'vxlan', 'hand', 'handNft'] as const;
   for (let r = 0; r < ROUNDS; r++) {
     for (const k of r % 2 ? [...order].reverse() : order) {
-      const p = paths[k];
+      const p = paths[k === 'handNft' ? 'hand' : k];
+      if (k === 'hand' || k === 'handNft') handNft(k === 'handNft');
       gbps[k].push(iperf(p.client, p.serverNs, p.server, SECONDS).gbps);
       process.stderr.write(`  round ${r + 1}/${ROUNDS}: ${k} ${f2(gbps[k].at(-1)!)} Gbit/s\n`);
     }
@@ -437,7 +453,9 @@ async function main(): Promise<void> {
     ['', '', '', `bgp/vxlan ${f2(G / V)}`, f2(paired(gbps.bgp, gbps.vxlan)), '> vxlan', yes(G > V)],
     ['vxlan (lab, same racks)', f2(V), gbps.vxlan.map(f2).join(' '), f2(V / H), f2(paired(gbps.vxlan, gbps.hand)), '-', '-'],
     ['hand-built static routes', f2(H), gbps.hand.map(f2).join(' '), '1.00', '-', '(reference)', '-'],
+    ["hand-built + the lab nodes' nftables", f2(median(gbps.handNft)), gbps.handNft.map(f2).join(' '), f2(median(gbps.handNft) / H), f2(paired(gbps.handNft, gbps.hand)), '(diagnostic)', '-'],
   ]);
+  console.log(`\n  bgp / (hand-built + the lab nodes' nftables): ${f2(G / median(gbps.handNft))} (paired ${f2(paired(gbps.bgp, gbps.handNft))}): what podnet costs beyond the conntrack and NAT hooks its nftables tables bring`);
   console.log('');
   if (diffs.length === 0) console.log('  the lab bgp path and the hand-built one: same devices, sysctls and nftables tables');
   else {
