@@ -76,5 +76,5 @@ export function labCluster(s: LabState): ClusterFacts {
       if (c) subnets.push({ cidr: formatCidr(masked(c)), node: n.name, ns: n.ns });
     }
   }
-  return { networks: [s.network, ...(s.ipv6Network ? [s.ipv6Network] : [])], subnets };
+  return { networks: [s.network, ...(s.ipv6Network ? [s.ipv6Network] : [])], subnets, ...(s.backend === 'bgp' ? { routersKnowPods: true } : {}) };
 }

@@ -36,6 +36,8 @@ export interface ClusterFacts {
   networks: string[];
   /** each node's pod subnet(s) and the node's namespace */
   subnets: { cidr: string; node: string; ns: string }[];
+  /** routers beyond the nodes know the pod subnets (bgp): a node's default route is a path to pods too */
+  routersKnowPods?: boolean;
 }
 
 export interface TraceView {

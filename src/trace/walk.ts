@@ -35,6 +35,13 @@ interface Tunnel {
 
 class Broken extends Error {}
 
+/** Where a frame is taken up by layer 3: the namespace, the device, and the hop it belongs to. */
+interface Arrival {
+  ns: string;
+  dev: string;
+  hop: Hop;
+}
+
 export async function walk(view: TraceView, q: TraceQuery): Promise<TraceResult> {
   const hops: Hop[] = [];
   const w = new Walker(view, hops);
@@ -76,6 +83,15 @@ class Walker {
     return hop;
   }
 
+  /** The same packet (frame) crossing into another namespace at layer 2: a hop of its own. */
+  private follow(prev: Hop, ns: string, iif: string): Hop {
+    if (++this.count > MAX_HOPS) throw this.fail(prev, 'bridge', `more than ${MAX_HOPS} hops: a loop`, undefined);
+    const role = this.view.role(ns);
+    const hop: Hop = { ns, ...(role ? { role } : {}), in: iif, packet: { ...prev.packet }, steps: [] };
+    this.hops.push(hop);
+    return hop;
+  }
+
   private fail(hop: Hop, kind: Step['kind'], text: string, command: string | undefined, object?: Record<string, unknown>): Broken {
     hop.steps.push({ kind, text, ok: false, ...(object ? { object } : {}), ...(command ? { command } : {}) });
     return new Broken(text);
@@ -91,10 +107,11 @@ class Walker {
   }
 
   /** The packet in `ns`, arrived on `iif` (or sent from here): routed, delivered, or broken. */
-  async l3(ns: string, iif: string | undefined, pkt: Packet, tun: Tunnel | undefined): Promise<void> {
-    const hop = this.newHop(ns, iif, pkt, tun);
+  async l3(ns: string, iif: string | undefined, pkt: Packet, tun: Tunnel | undefined, arrived?: Hop): Promise<void> {
+    // a frame that crossed into this namespace already has its hop (in = the port it came in on)
+    const hop = arrived && arrived.ns === ns ? arrived : this.newHop(ns, iif, pkt, tun);
     const fib = await this.view.fib(ns, { dst: pkt.dst, src: pkt.src, iif, proto: pkt.proto as 'tcp', sport: pkt.sport, dport: pkt.dport });
-    if (fib.type === 'error') throw this.fail(hop, 'route', `no route to ${pkt.dst}${iif ? ` for a packet from ${pkt.src} in on ${iif}` : ''}: ${fib.error}`, fib.command);
+    if (fib.type === 'error') throw this.fail(hop, 'route', `no route to ${pkt.dst}${iif ? ` for a packet from ${pkt.src} in on ${iif}` : ''}: ${fib.error}${this.whoseSubnet(ns, pkt.dst)}`, fib.command);
     const entry = fib.entry;
     const obj = { ...fib } as Record<string, unknown>;
     delete obj.command;
@@ -124,7 +141,7 @@ class Walker {
     const mac = await this.neighbour(hop, ns, out, nh);
     if (out.kind === 'vxlan') return this.encap(hop, ns, out, mac, pkt);
     const at = await this.l2Transmit(hop, ns, out, mac);
-    return this.l3(at.ns, at.dev, pkt, tun);
+    return this.l3(at.ns, at.dev, pkt, tun, at.hop);
   }
 
   /**
@@ -134,7 +151,7 @@ class Walker {
    */
   private missingPeerRoute(ns: string, dst: string, fib: FibAnswer): { text: string; command: string } | undefined {
     const facts = this.view.cluster?.();
-    if (!facts || !facts.subnets.some((x) => x.ns === ns)) return undefined;
+    if (!facts || facts.routersKnowPods || !facts.subnets.some((x) => x.ns === ns)) return undefined;
     const ip = tryParseIP(dst);
     const peer = ip && facts.subnets.find((x) => x.ns !== ns && contains(parseCidr(x.cidr), ip));
     if (!peer) return undefined;
@@ -148,6 +165,15 @@ class Walker {
       text: `no route for node ${peer.node}'s pod subnet ${peer.cidr} here: the packet would leave by ${fib.entry?.dst ?? 'the'} route via ${fib.gateway ?? fib.dev}, which knows no pods (the backend installs one route per peer node: is this node's agent running, has it seen ${peer.node}'s lease?)`,
       command: `ip -n ${ns} route show ${peer.cidr}`,
     };
+  }
+
+  /** For a lookup that failed: the node whose pod subnet the address is in, and who should know the route. */
+  private whoseSubnet(ns: string, dst: string): string {
+    const ip = tryParseIP(dst);
+    const peer = ip && this.view.cluster?.()?.subnets.find((x) => contains(parseCidr(x.cidr), ip));
+    if (!peer) return '';
+    const router = this.view.role(ns) === 'router';
+    return `; ${dst} is in node ${peer.node}'s pod subnet ${peer.cidr}${router ? `, which the router learns over BGP from ${peer.node}: is its agent running and its session Established?` : ''}`;
   }
 
   /** The next hop's MAC on `out`: the neighbour entry, or the address's owner when none is resolved yet. */
@@ -174,7 +200,7 @@ class Walker {
   }
 
   /** A frame for `mac` leaves `dev` in `ns`: where is it received at layer 3? */
-  private async l2Transmit(hop: Hop, ns: string, dev: Link, mac: string, depth = 0): Promise<{ ns: string; dev: string }> {
+  private async l2Transmit(hop: Hop, ns: string, dev: Link, mac: string, depth = 0): Promise<Arrival> {
     if (depth > 16) throw this.fail(hop, 'bridge', `layer-2 loop for ${mac}`, undefined);
     if (dev.kind === 'veth') {
       const peerNs = dev.linkNetnsId !== undefined ? await this.view.peerNs(ns, dev.linkNetnsId) : ns;
@@ -183,7 +209,8 @@ class Walker {
       if (!peer) throw this.fail(hop, 'veth', `${dev.name}'s peer (ifindex ${dev.linkIndex}) is gone from ${peerNs}`, ipCmd(peerNs, 'link show'));
       this.ok(hop, 'veth', `veth ${dev.name} -> ${peer.name}${peerNs !== ns ? ` in ${peerNs}` : ''}`, ipCmd(ns, `-d link show ${dev.name}`));
       if (!peer.up) throw this.fail(hop, 'veth', `${peer.name} in ${peerNs} is down`, ipCmd(peerNs, `link show ${peer.name}`));
-      return this.l2Receive(hop, peerNs, peer, mac, depth + 1);
+      hop.out ??= dev.name;
+      return this.l2Receive(peerNs !== ns ? this.follow(hop, peerNs, peer.name) : hop, peerNs, peer, mac, depth + 1);
     }
     if (dev.kind === 'bridge') return this.bridgeForward(hop, ns, dev, undefined, mac, depth);
     if (dev.kind === 'macvlan') {
@@ -193,16 +220,16 @@ class Walker {
       const sib = await this.macvlanChild(parentNs, parent, mac);
       if (sib && String(dev.info?.mode ?? 'vepa') === 'bridge') {
         this.ok(hop, 'macvlan', `macvlan ${dev.name} (bridge mode) -> sibling ${sib.dev} in ${sib.ns} on the same parent ${parent.name}`, ipCmd(ns, `-d link show ${dev.name}`));
-        return { ns: sib.ns, dev: sib.dev };
+        return { ns: sib.ns, dev: sib.dev, hop: sib.ns !== ns ? this.follow(hop, sib.ns, sib.dev) : hop };
       }
       this.ok(hop, 'macvlan', `macvlan ${dev.name} -> out of its parent ${parent.name} in ${parentNs}`, ipCmd(ns, `-d link show ${dev.name}`));
-      return this.l2Transmit(hop, parentNs, parent, mac, depth + 1);
+      return this.l2Transmit(parentNs !== ns ? this.follow(hop, parentNs, dev.name) : hop, parentNs, parent, mac, depth + 1);
     }
     throw this.fail(hop, 'veth', `frames leaving ${dev.name} (${dev.kind ?? 'a physical device'}) go where this trace cannot follow`, ipCmd(ns, `-d link show ${dev.name}`));
   }
 
   /** A frame for `mac` arrives on `dev` in `ns`. */
-  private async l2Receive(hop: Hop, ns: string, dev: Link, mac: string, depth: number): Promise<{ ns: string; dev: string }> {
+  private async l2Receive(hop: Hop, ns: string, dev: Link, mac: string, depth: number): Promise<Arrival> {
     if (dev.master) {
       const br = await this.link(ns, { name: dev.master });
       if (br?.kind === 'bridge') return this.bridgeForward(hop, ns, br, dev, mac, depth);
@@ -210,20 +237,20 @@ class Walker {
     const child = await this.macvlanChild(ns, dev, mac);
     if (child) {
       this.ok(hop, 'macvlan', `frame for ${mac} on ${dev.name} -> its macvlan ${child.dev} in ${child.ns}`);
-      return child;
+      return { ...child, hop: child.ns !== ns ? this.follow(hop, child.ns, child.dev) : hop };
     }
-    if (dev.mac.toLowerCase() === mac.toLowerCase() || isMulticastMac(mac)) return { ns, dev: dev.name };
+    if (dev.mac.toLowerCase() === mac.toLowerCase() || isMulticastMac(mac)) return { ns, dev: dev.name, hop };
     throw this.fail(hop, 'veth', `a frame for ${mac} arrives on ${dev.name} in ${ns}, whose address is ${dev.mac}: dropped`, ipCmd(ns, `link show ${dev.name}`));
   }
 
   /** The bridge's forwarding decision for `mac` (arrived on `from`, or sent by the bridge itself). */
-  private async bridgeForward(hop: Hop, ns: string, br: Link, from: Link | undefined, mac: string, depth: number): Promise<{ ns: string; dev: string }> {
+  private async bridgeForward(hop: Hop, ns: string, br: Link, from: Link | undefined, mac: string, depth: number): Promise<Arrival> {
     const cmd = `bridge -n ${ns} fdb show br ${br.name}`;
     const fdb = (await this.view.fdb(ns)).filter((e) => e.mac.toLowerCase() === mac.toLowerCase() && (e.master === br.name || e.dev === br.name) && !e.flags.includes('self'));
     const local = br.mac.toLowerCase() === mac.toLowerCase() || fdb.some((e) => e.state === 'permanent' && e.master === br.name);
     if (local && from) {
       this.ok(hop, 'bridge', `bridge ${br.name}: ${mac} is the bridge's own address: up to its IP layer`, cmd);
-      return { ns, dev: br.name };
+      return { ns, dev: br.name, hop };
     }
     const entry = fdb.find((e) => e.dev !== br.name);
     let port: Link | undefined;
@@ -244,6 +271,7 @@ class Walker {
     if (!port) throw this.fail(hop, 'bridge', `bridge ${br.name}: FDB port ${entry?.dev} does not exist`, cmd);
     if (from && port.name === from.name) throw this.fail(hop, 'bridge', `bridge ${br.name}: ${mac} is behind the port it came in on (${port.name}), and hairpin is off`, cmd);
     if (!port.up) throw this.fail(hop, 'bridge', `bridge ${br.name}: port ${port.name} is down`, ipCmd(ns, `link show ${port.name}`));
+    hop.out = port.name;
     return this.l2Transmit(hop, ns, port, mac, depth + 1);
   }
 
@@ -293,7 +321,8 @@ class Walker {
     if (!dev.up) throw this.fail(hop, 'decap', `VXLAN device ${dev.name} is down`, ipCmd(ns, `link show ${dev.name}`));
     this.ok(hop, 'decap', `decapsulated by ${dev.name} (VNI ${tun.vni}, port ${tun.port})`, ipCmd(ns, `-d link show ${dev.name}`));
     const at = await this.l2Receive(hop, ns, dev, tun.innerMac, 0);
-    return this.l3(at.ns, at.dev, tun.inner, undefined);
+    // the inner packet is a hop of its own, also in this namespace (its header differs)
+    return this.l3(at.ns, at.dev, tun.inner, undefined, at.hop === hop ? undefined : at.hop);
   }
 }
 

@@ -100,10 +100,10 @@ describe('trace walk (fixture kernel)', () => {
   it('pod to pod on one bridge: out of the pod, up to the bridge, routed, out of the port to the other pod, delivered', async () => {
     const r = await walk(new FixtureView(sameNode()), q(POD_B.ip));
     assert.equal(r.verdict, 'complete', JSON.stringify(r, null, 1));
-    assert.deepEqual(r.hops.map((h) => [h.ns, h.in ?? '-', h.out ?? '-']), [['pod-a', '-', 'eth0'], ['node1', 'podnet0', 'podnet0'], ['pod-b', 'eth0', '-']]);
+    assert.deepEqual(r.hops.map((h) => [h.ns, h.in ?? '-', h.out ?? '-']), [['pod-a', '-', 'eth0'], ['node1', 'veth-a', 'veth-b'], ['pod-b', 'eth0', '-']]);
     const kinds = r.hops.flatMap((h) => h.steps.map((s) => s.kind));
     assert.deepEqual(kinds, ['route', 'mtu', 'neighbour', 'veth', 'bridge', 'route', 'mtu', 'neighbour', 'bridge', 'veth', 'route', 'deliver']);
-    assert.match(r.hops[1].steps[3].text, /FDB aa:00:00:00:00:0b -> port veth-b/);
+    assert.match(r.hops[1].steps[4].text, /FDB aa:00:00:00:00:0b -> port veth-b/);
     assert.match(r.hops[0].steps[2].text, /not resolved yet.*bb:00:00:00:00:01 \(podnet0 in node1\)/);
   });
 

@@ -1,0 +1,193 @@
+// `podnet trace` in real labs: per backend (vxlan, host-gw, bgp across racks with BIRD) the path
+// between pods on one node, across nodes and from a node to a pod, hop by hop through the
+// namespaces the lab built, with a real ping agreeing; then breakages made by hand, one at a time
+// (a peer subnet's route deleted, a FAILED neighbour, a packet over the MTU), each named as the
+// first broken hop with exit code 1 — and a ping failing there too.
+import { labCli, ensureLabBundle } from '../helpers/lab.js';
+import { netnsWithPrefix } from '../helpers/netns.js';
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TraceResult } from '../../src/trace/types.js';
+
+const PODNET = new URL('../../dist/podnet.mjs', import.meta.url).pathname;
+const LAB_DIR = mkdtempSync(join(tmpdir(), 'pnlab-trace-test-'));
+const tags: string[] = [];
+after(() => {
+  for (const tag of tags) {
+    if (existsSync(join(LAB_DIR, tag))) labCli(LAB_DIR, ['down', '--name', tag]);
+    for (const ns of netnsWithPrefix(`pnlab-${tag}-`)) spawnSync('ip', ['netns', 'del', ns]);
+  }
+  rmSync(LAB_DIR, { recursive: true, force: true });
+});
+
+interface St {
+  fabricNs: string;
+  router?: { ns: string };
+  nodes: Record<string, { ns: string; ip: string; subnetFile: string }>;
+  pods: Record<string, { ns: string; ips: string[]; node: string }>;
+}
+
+function trace(tag: string, args: string[]): { code: number; r?: TraceResult; out: string; err: string } {
+  const p = spawnSync(process.execPath, [PODNET, 'trace', ...args, '--name', tag, '-o', 'json'], { encoding: 'utf8', env: { ...process.env, PODNET_LAB_DIR: LAB_DIR } });
+  let r: TraceResult | undefined;
+  try {
+    r = JSON.parse(p.stdout) as TraceResult;
+  } catch {
+    r = undefined;
+  }
+  return { code: p.status ?? 1, r, out: p.stdout, err: p.stderr };
+}
+
+const ping = (ns: string, ip: string) => spawnSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W1', ip]).status === 0;
+
+const LABS = [
+  { backend: 'vxlan', args: ['--nodes', '2', '--backend', 'vxlan'], tunnel: true },
+  { backend: 'host-gw', args: ['--nodes', '2', '--backend', 'host-gw'], tunnel: false },
+  { backend: 'bgp (2 racks, BIRD)', args: ['--nodes', '2', '--racks', '2', '--backend', 'bgp', '--router', 'bird'], tunnel: false, viaRouter: true, needs: '/usr/sbin/bird' },
+];
+
+for (const lab of LABS) {
+  const skip = lab.needs && !existsSync(lab.needs) ? `${lab.needs} is not installed` : false;
+  describe(`podnet trace: ${lab.backend}`, { skip, timeout: 180_000 }, () => {
+    const tag = `t${randomBytes(3).toString('hex')}`;
+    tags.push(tag);
+    let st: St;
+    const cli = (args: string[]) => {
+      const r = labCli(LAB_DIR, [...args, '--name', tag]);
+      assert.equal(r.code, 0, `lab ${args.join(' ')}: ${r.stderr}`);
+    };
+    before(() => {
+      ensureLabBundle();
+      cli(['up', ...lab.args]);
+      cli(['pod', 'add', 'a', '--node', 'n1']);
+      cli(['pod', 'add', 'c', '--node', 'n1']);
+      cli(['pod', 'add', 'b', '--node', 'n2']);
+      st = JSON.parse(readFileSync(join(LAB_DIR, tag, 'state.json'), 'utf8')) as St;
+    });
+
+    it('across nodes: pod, its node, the underlay, the other node, the pod; a real ping agrees', () => {
+      const t = trace(tag, ['a', 'b:8080']);
+      assert.equal(t.code, 0, t.out + t.err);
+      const r = t.r!;
+      assert.equal(r.verdict, 'complete');
+      assert.deepEqual([r.query.src, r.query.dst, r.query.proto, r.query.dport], [st.pods.a.ips[0], st.pods.b.ips[0], 'tcp', 8080]);
+      const path = r.hops.map((h) => h.ns);
+      assert.equal(path[0], st.pods.a.ns);
+      assert.equal(path[path.length - 1], st.pods.b.ns);
+      assert.ok(path.includes(st.nodes.n1.ns) && path.includes(st.nodes.n2.ns), path.join(' '));
+      if (st.router) assert.ok(path.includes(st.router.ns), `across racks the path passes the router: ${path.join(' ')}`);
+      const encap = r.hops.flatMap((h) => h.steps).filter((s) => s.kind === 'encap');
+      if (lab.tunnel) {
+        assert.equal(encap.length, 1, 'one VXLAN encapsulation');
+        assert.match(encap[0].text, new RegExp(`VTEP ${st.nodes.n2.ip.replace(/\./g, '\\.')}`));
+        assert.ok(r.hops.some((h) => h.packet.outer?.dst === st.nodes.n2.ip && h.packet.outer.vni !== undefined));
+      } else assert.equal(encap.length, 0, 'routed: no encapsulation');
+      assert.equal(r.hops[r.hops.length - 1].steps.at(-1)!.kind, 'deliver');
+      assert.ok(ping(st.pods.a.ns, st.pods.b.ips[0]));
+    });
+
+    it('same node: pod, the node\'s bridge, the other pod — no underlay', () => {
+      const t = trace(tag, ['a', 'c']);
+      assert.equal(t.code, 0, t.out + t.err);
+      assert.deepEqual(t.r!.hops.map((h) => h.ns), [st.pods.a.ns, st.nodes.n1.ns, st.pods.c.ns]);
+      assert.ok(t.r!.hops[1].steps.some((s) => s.kind === 'bridge' && /FDB .* -> port/.test(s.text)), 'switched by the node\'s bridge');
+      assert.equal(t.r!.query.proto, 'icmp');
+    });
+
+    it('node to pod on another node', () => {
+      const t = trace(tag, ['n1', 'b']);
+      assert.equal(t.code, 0, t.out + t.err);
+      assert.equal(t.r!.hops[0].ns, st.nodes.n1.ns);
+      assert.equal(t.r!.hops.at(-1)!.ns, st.pods.b.ns);
+    });
+
+    it('the text output and the JSON say the same', () => {
+      const text = spawnSync(process.execPath, [PODNET, 'trace', 'a', 'b', '--name', tag], { encoding: 'utf8', env: { ...process.env, PODNET_LAB_DIR: LAB_DIR } });
+      assert.equal(text.status, 0, text.stderr);
+      const r = trace(tag, ['a', 'b']).r!;
+      assert.match(text.stdout, new RegExp(`complete: ${r.hops.length} hops`));
+      for (const h of r.hops) assert.ok(text.stdout.includes(h.ns), h.ns);
+    });
+
+    if (!lab.viaRouter) {
+      it("broken: n1's route to n2's pod subnet deleted — named at n1, exit 1, and a ping fails", async () => {
+        const subnet = /PODNET_SUBNET=(\S+)/.exec(readFileSync(st.nodes.n2.subnetFile, 'utf8'))![1].replace(/\.\d+\//, '.0/');
+        // the agent restores its routes within a resync (10 s): stop it so the breakage stays
+        cli(['agent', 'stop', 'n1']);
+        try {
+          execFileSync('ip', ['-n', st.nodes.n1.ns, 'route', 'del', subnet]);
+          const t = trace(tag, ['a', 'b']);
+          assert.equal(t.code, 1, t.out + t.err);
+          const r = t.r!;
+          assert.equal(r.verdict, 'broken');
+          assert.equal(r.hops[r.broken!.hop].ns, st.nodes.n1.ns);
+          assert.match(r.broken!.reason, new RegExp(`no route for node n2's pod subnet ${subnet.replace(/\./g, '\\.')}`));
+          assert.equal(r.broken!.command, `ip -n ${st.nodes.n1.ns} route show ${subnet}`);
+          assert.equal(ping(st.pods.a.ns, st.pods.b.ips[0]), false, 'the kernel drops it too');
+        } finally {
+          cli(['agent', 'start', 'n1']);
+        }
+      });
+    } else {
+      it("broken: n1's agent stopped, so the router forgot n1's pod subnet — named at the router, exit 1, and a ping fails", async () => {
+        const subnet = /PODNET_SUBNET=(\S+)/.exec(readFileSync(st.nodes.n1.subnetFile, 'utf8'))![1].replace(/\.\d+\//, '.0/');
+        cli(['agent', 'stop', 'n1']);
+        try {
+          const t0 = Date.now();
+          while (JSON.parse(execFileSync('ip', ['-n', st.router!.ns, '-j', 'route', 'show', subnet], { encoding: 'utf8' })).length > 0) {
+            assert.ok(Date.now() - t0 < 5000, `the router still routes ${subnet} 5 s after n1's agent stopped`);
+            await new Promise((r) => setTimeout(r, 50));
+          }
+          const t = trace(tag, ['b', 'a']);
+          assert.equal(t.code, 1, t.out + t.err);
+          const r = t.r!;
+          assert.equal(r.hops[r.broken!.hop].ns, st.router!.ns, t.out);
+          assert.match(r.broken!.reason, new RegExp(`node n1's pod subnet ${subnet.replace(/\./g, '\\.')}, which the router learns over BGP from n1`));
+          assert.equal(ping(st.pods.b.ns, st.pods.a.ips[0]), false, 'the kernel drops it too');
+        } finally {
+          cli(['agent', 'start', 'n1']);
+        }
+      });
+    }
+
+    it('broken: a route via a neighbour in FAILED', () => {
+      // a next hop nobody owns: no ARP traffic refreshes its FAILED entry while the trace runs
+      const gw = (JSON.parse(execFileSync('ip', ['-n', st.pods.a.ns, '-j', 'route', 'get', st.pods.b.ips[0]], { encoding: 'utf8' })) as { gateway: string }[])[0].gateway;
+      const dead = gw.replace(/\.\d+$/, '.250');
+      const b = `${st.pods.b.ips[0]}/32`;
+      execFileSync('ip', ['-n', st.pods.a.ns, 'neigh', 'add', dead, 'dev', 'eth0', 'nud', 'failed']);
+      execFileSync('ip', ['-n', st.pods.a.ns, 'route', 'add', b, 'via', dead, 'dev', 'eth0']);
+      try {
+        const t = trace(tag, ['a', 'b']);
+        assert.equal(t.code, 1, t.out);
+        assert.equal(t.r!.broken!.hop, 0);
+        assert.match(t.r!.broken!.reason, new RegExp(`neighbour ${dead.replace(/\./g, '\\.')} on eth0 is FAILED`));
+        assert.equal(t.r!.broken!.command, `ip -n ${st.pods.a.ns} neigh show ${dead} dev eth0`);
+        assert.equal(ping(st.pods.a.ns, st.pods.b.ips[0]), false);
+      } finally {
+        spawnSync('ip', ['-n', st.pods.a.ns, 'route', 'del', b]);
+        spawnSync('ip', ['-n', st.pods.a.ns, 'neigh', 'del', dead, 'dev', 'eth0']);
+      }
+    });
+
+    it("broken: a packet larger than the pod's MTU (DF)", () => {
+      const mtu = (JSON.parse(execFileSync('ip', ['-n', st.pods.a.ns, '-j', 'link', 'show', 'eth0'], { encoding: 'utf8' })) as { mtu: number }[])[0].mtu;
+      const t = trace(tag, ['a', 'b', '--size', String(mtu + 1)]);
+      assert.equal(t.code, 1, t.out);
+      assert.match(t.r!.broken!.reason, new RegExp(`${mtu + 1}-byte packet does not fit eth0's MTU ${mtu}`));
+      assert.equal(spawnSync('ip', ['netns', 'exec', st.pods.a.ns, 'ping', '-n', '-q', '-c1', '-W1', '-M', 'do', '-s', String(mtu + 1 - 28), st.pods.b.ips[0]]).status === 0, false);
+    });
+
+    it('bad usage exits 2 with one line', () => {
+      const t = trace(tag, ['a', 'nosuchpod']);
+      assert.equal(t.code, 2);
+      assert.match(t.err, /nosuchpod is no pod or node/);
+      assert.equal(trace(tag, ['a', 'b', '--port', '99999']).code, 2);
+    });
+  });
+}
