@@ -1,0 +1,99 @@
+// A trace request (SRC, DST and the packet's options, as the CLI and the lab's web page take them)
+// turned into a TraceQuery and the view to walk: in a lab, its namespaces, their roles and the
+// cluster's facts; on a real node, every named namespace.
+import { spawnSync } from 'node:child_process';
+import { basename } from 'node:path';
+import type { Proto, TraceQuery, TraceResult } from './types.js';
+import { LiveView, type ClusterFacts } from './view.js';
+import { labCluster, labNamespaces, parseAddrPort, resolveLabEndpoint } from './lab-endpoints.js';
+import { walk } from './walk.js';
+import type { LabState } from '../lab/state.js';
+
+/** A request that cannot be traced as given (exit code 2 on the command line, 400 from the web page). */
+export class TraceUsageError extends Error {}
+
+export interface TraceRequest {
+  /** the lab (its state); absent with fromNetns */
+  lab?: LabState;
+  fromNetns?: string;
+  proto?: Proto;
+  port?: string;
+  sport?: string;
+  size?: string;
+  ipv6?: boolean;
+}
+
+function intIn(v: string | undefined, lo: number, hi: number, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < lo || n > hi) throw new TraceUsageError(`${what} must be an integer ${lo}-${hi}, not ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** The query and what the walk may see, or a TraceUsageError saying what is wrong with the request. */
+export function buildQuery(src: string, dst: string, o: TraceRequest): { q: TraceQuery; roles: Record<string, string>; facts?: ClusterFacts } {
+  let facts: ClusterFacts | undefined;
+  const family = o.ipv6 ? 6 : undefined;
+  let roles: Record<string, string>;
+  let s: { label: string; ip: string; ns?: string };
+  let d: { label: string; ip: string; port?: number };
+  if (o.fromNetns) {
+    // a real node: the source namespace by path (/run/netns/NAME) or name, the walk over every named one
+    const name = basename(o.fromNetns);
+    const list = spawnSync('ip', ['-j', 'netns', 'list'], { encoding: 'utf8' });
+    const names = list.status === 0 && list.stdout.trim() ? (JSON.parse(list.stdout) as { name: string }[]).map((x) => x.name) : [];
+    if (!names.includes(name)) throw new TraceUsageError(`--from-netns ${o.fromNetns}: no named network namespace ${name} (ip netns list)`);
+    roles = Object.fromEntries(names.map((n) => [n, n === name ? 'source' : '']));
+    const a = src === '-' ? undefined : parseAddrPort(src);
+    if (src !== '-' && !a) throw new TraceUsageError(`with --from-netns, SRC is an address in that namespace or "-" (its first address), not ${src}`);
+    let ip = a?.ip;
+    if (!ip) {
+      const r = spawnSync('ip', ['-n', name, '-j', '-o', 'addr', 'show', 'scope', 'global'], { encoding: 'utf8' });
+      const addrs = (JSON.parse(r.stdout || '[]') as { addr_info?: { local: string; family: string }[] }[]).flatMap((x) => x.addr_info ?? []);
+      ip = addrs.find((x) => (family === 6 ? x.family === 'inet6' : x.family === 'inet'))?.local;
+      if (!ip) throw new TraceUsageError(`${name} has no global IPv${family ?? 4} address to send from`);
+    }
+    s = { label: ip, ip, ns: name };
+    const da = parseAddrPort(dst);
+    if (!da) throw new TraceUsageError(`with --from-netns, DST is an address (IP or IP:PORT), not ${dst}`);
+    d = { label: da.ip, ...da };
+  } else {
+    const usage = <T>(f: () => T): T => {
+      try {
+        return f();
+      } catch (e) {
+        throw new TraceUsageError((e as Error).message);
+      }
+    };
+    if (!o.lab) throw new TraceUsageError('a trace needs a lab or --from-netns');
+    const st = o.lab;
+    roles = labNamespaces(st);
+    facts = labCluster(st);
+    s = usage(() => resolveLabEndpoint(st, src, family));
+    if (!s.ns) throw new TraceUsageError(`SRC ${src} is in no namespace of lab ${st.name}: trace from a pod, a node or one of their addresses`);
+    const srcFamily = s.ip.includes(':') ? 6 : 4;
+    d = usage(() => resolveLabEndpoint(st, dst, family ?? srcFamily));
+  }
+  if (s.ip.includes(':') !== d.ip.includes(':')) throw new TraceUsageError(`SRC ${s.ip} and DST ${d.ip} are of different IP families (-6 picks IPv6 addresses of names)`);
+  const dport = intIn(o.port, 1, 65535, '--port') ?? d.port;
+  const proto: Proto = o.proto ?? (dport !== undefined ? 'tcp' : 'icmp');
+  if (proto === 'icmp' && dport !== undefined) throw new TraceUsageError('--proto icmp has no port');
+  const q: TraceQuery = {
+    fromNs: s.ns!,
+    srcLabel: s.label,
+    src: s.ip,
+    dst: d.ip,
+    dstLabel: d.label,
+    proto,
+    ...(proto !== 'icmp' ? { sport: intIn(o.sport, 1, 65535, '--sport') ?? 40000, dport: dport ?? 80 } : {}),
+    size: intIn(o.size ?? '84', 28, 65535, '--size')!,
+  };
+  return { q, roles, facts };
+}
+
+
+/** Builds the query and walks it over the live kernel. */
+export function traceRequest(src: string, dst: string, o: TraceRequest): Promise<TraceResult> {
+  const { q, roles, facts } = buildQuery(src, dst, o);
+  return walk(new LiveView(Object.keys(roles), roles, facts), q);
+}
