@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(gcc libc6-dev iproute2 nftables iptables conntrack socat procps util-linux iputils-ping
       containernetworking-plugins containerd runc podman busybox-static
-      etcd-server etcd-client iperf3 tcpdump bird2 frr)
+      etcd-server etcd-client iperf3 tcpdump bird2 frr
+      chromium)  # chromium: the lab UI's browser test (playwright-core drives /usr/bin/chromium)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
