@@ -48,6 +48,7 @@ export class BgpConfigError extends Error {
 
 /** 1..4294967294; AS_TRANS (23456) is not an AS anyone may have (RFC 6793), 0 and 4294967295 are reserved (RFC 7607, 7300). */
 export function parseAsn(v: unknown, field: string): number {
+  if (v === undefined) throw new BgpConfigError(field, 'missing: an AS number from 1 to 4294967294 is required');
   const n = typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v.trim()) : typeof v === 'string' && /^\d+\.\d+$/.test(v.trim()) ? asdot(v.trim()) : v;
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 4294967294 || n === AS_TRANS) {
     throw new BgpConfigError(field, `expected an AS number from 1 to 4294967294 (not 23456, AS_TRANS), got ${JSON.stringify(v)}`);
@@ -62,6 +63,7 @@ function asdot(s: string): number {
 }
 
 function parseAddress(v: unknown, field: string): string {
+  if (v === undefined) throw new BgpConfigError(field, 'missing: an IP address is required');
   const a = typeof v === 'string' ? tryParseIP(v) : undefined;
   const c = typeof v === 'string' ? canonicalIP(v) : undefined;
   if (!a || !c) throw new BgpConfigError(field, `expected an IP address, got ${JSON.stringify(v)}`);
