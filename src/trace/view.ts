@@ -3,6 +3,9 @@
 // the peer namespaces' IDs. Read-only: a trace never changes a namespace. The walker sees only
 // this interface, so its logic is tested against fixtures and runs against live kernels.
 import { Iproute2Adapter, iprouteArgv, spawnCapture, type Address, type FdbEntry, type Link, type Neighbour } from '../kernel/index.js';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { inspectTundProcess, parsePeers } from '../agent/tund/index.js';
+import type { DatapathTable } from '../agent/backends/types.js';
 import type { Proto } from './types.js';
 
 export interface FibQuery {
@@ -54,6 +57,18 @@ export interface TraceView {
   fdb(ns: string): Promise<FdbEntry[]>;
   /** the name of the namespace that `ns` knows as netnsid `id` (a veth or macvlan peer's), if it has one */
   peerNs(ns: string, id: number): Promise<string | undefined>;
+  /** the userspace datapath (podnet-tund) attached to TUN device `dev` in `ns`: its UDP address and its peer table; undefined when none runs */
+  tunDatapath?(ns: string, dev: string): Promise<TunDatapath | undefined>;
+}
+
+export interface TunDatapath {
+  pid: number;
+  listen: string;
+  port: number;
+  /** the own subnets (inner destinations it accepts) and the peers' subnets with their node address and port */
+  table: DatapathTable;
+  /** where the table was read */
+  peersFile: string;
 }
 
 const ipArgs = (q: FibQuery, fibmatch: boolean): string[] => {
@@ -143,6 +158,34 @@ export class LiveView implements TraceView {
 
   fdb(ns: string): Promise<FdbEntry[]> {
     return this.once(`fdb ${ns}`, () => this.ip.fdb({ kind: 'name', name: ns }));
+  }
+
+  async tunDatapath(ns: string, dev: string): Promise<TunDatapath | undefined> {
+    return this.once(`tund ${ns} ${dev}`, async () => {
+      // the daemon is found by what /proc says: a podnet-tund whose network namespace is this one
+      const ino = statSync(`/run/netns/${ns}`).ino;
+      for (const e of readdirSync('/proc')) {
+        if (!/^\d+$/.test(e)) continue;
+        const p = inspectTundProcess(Number(e));
+        if (!p || p.dev !== dev || p.listen === undefined || p.port === undefined) continue;
+        try {
+          if (statSync(`/proc/${e}/ns/net`).ino !== ino) continue;
+        } catch {
+          continue; // exited meanwhile
+        }
+        const i = p.argv.indexOf('--peers');
+        const peersFile = i >= 0 ? p.argv[i + 1] : undefined;
+        if (!peersFile) continue;
+        let text = '';
+        try {
+          text = readFileSync(peersFile, 'utf8');
+        } catch {
+          // a missing file is no peers (as the daemon reads it)
+        }
+        return { pid: p.pid, listen: p.listen, port: p.port, table: parsePeers(text), peersFile };
+      }
+      return undefined;
+    });
   }
 
   async peerNs(ns: string, id: number): Promise<string | undefined> {

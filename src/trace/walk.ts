@@ -26,12 +26,19 @@ interface Packet {
 
 /** A packet inside a tunnel: the outer header, and what is resumed when it is decapsulated. */
 interface Tunnel {
-  vni: number;
+  /** vxlan: the kernel's device (an Ethernet frame in UDP); tun: podnet-tund (the IP packet in UDP) */
+  kind: 'vxlan' | 'tun';
+  vni?: number;
   port: number;
   inner: Packet;
-  /** the destination MAC of the inner frame */
-  innerMac: string;
+  /** vxlan: the destination MAC of the inner frame */
+  innerMac?: string;
+  /** bytes the tunnel adds besides the outer IP header */
+  overhead: number;
 }
+
+/** podnet-tund: the inner IP packet is the whole UDP payload */
+const TUN_OVERHEAD = 8;
 
 class Broken extends Error {}
 
@@ -75,7 +82,7 @@ class Walker {
       ...(role ? { role } : {}),
       ...(iif ? { in: iif } : {}),
       packet: tun
-        ? { src: tun.inner.src, dst: tun.inner.dst, proto: tun.inner.proto, outer: { src: pkt.src, dst: pkt.dst, proto: 'udp', dport: tun.port, vni: tun.vni } }
+        ? { src: tun.inner.src, dst: tun.inner.dst, proto: tun.inner.proto, outer: { src: pkt.src, dst: pkt.dst, proto: 'udp', dport: tun.port, ...(tun.vni !== undefined ? { vni: tun.vni } : {}) } }
         : { src: pkt.src, dst: pkt.dst, proto: pkt.proto },
       steps: [],
     };
@@ -132,11 +139,12 @@ class Walker {
     if (!out) throw this.fail(hop, 'route', `the route's device ${fib.dev} does not exist`, ipCmd(ns, 'link show'));
     hop.out = out.name;
     if (!out.up || out.operState === 'DOWN') throw this.fail(hop, 'route', `${out.name} is down (${out.operState})`, ipCmd(ns, `link show ${out.name}`));
-    const wire = pkt.size + (tun ? 20 + VXLAN_OVERHEAD : 0);
+    const wire = pkt.size + (tun ? (pkt.dst.includes(':') ? 40 : 20) + tun.overhead : 0);
     if (wire > out.mtu) {
       throw this.fail(hop, 'mtu', `a ${wire}-byte packet does not fit ${out.name}'s MTU ${out.mtu} (DF set: dropped, the sender gets "fragmentation needed")`, ipCmd(ns, `link show ${out.name}`), { mtu: out.mtu, size: wire });
     }
     this.ok(hop, 'mtu', `${wire} bytes fit ${out.name}'s MTU ${out.mtu}`);
+    if (out.kind === 'tun') return this.tunEncap(hop, ns, out, pkt);
     const nh = fib.gateway ?? pkt.dst;
     const mac = await this.neighbour(hop, ns, out, nh);
     if (out.kind === 'vxlan') return this.encap(hop, ns, out, mac, pkt);
@@ -311,19 +319,65 @@ class Walker {
     this.ok(hop, 'encap', `VXLAN ${dev.name}: VNI ${vni}, ${mac} -> VTEP ${vtep}: encapsulated in UDP ${local ?? '(source by route)'} -> ${vtep}:${port}`, cmd, { ...fdb[0], vni, port, ...(local ? { local } : {}) });
     // the outer packet's size is the inner's plus the overhead, which l3 adds while it is in a tunnel
     const src = local ?? (await this.view.fib(ns, { dst: vtep })).prefsrc ?? '';
-    return this.l3(ns, undefined, { src, dst: vtep, proto: 'udp', dport: port, size: inner.size }, { vni, port, inner, innerMac: mac });
+    return this.l3(ns, undefined, { src, dst: vtep, proto: 'udp', dport: port, size: inner.size }, { kind: 'vxlan', vni, port, inner, innerMac: mac, overhead: VXLAN_OVERHEAD });
   }
 
   /** The outer packet reached the node that owns the VTEP: the VXLAN device of that VNI and port takes it. */
   private async decap(hop: Hop, ns: string, outer: Packet, tun: Tunnel): Promise<void> {
+    if (tun.kind === 'tun') return this.tunDecap(hop, ns, outer, tun);
     const dev = (await this.view.links(ns)).find((l) => l.kind === 'vxlan' && Number(l.info?.id) === tun.vni && Number(l.info?.port ?? 8472) === tun.port);
     if (!dev) throw this.fail(hop, 'decap', `${outer.dst} is here but no VXLAN device with VNI ${tun.vni} on port ${tun.port}: the UDP packet is dropped`, ipCmd(ns, '-d link show type vxlan'));
     if (!dev.up) throw this.fail(hop, 'decap', `VXLAN device ${dev.name} is down`, ipCmd(ns, `link show ${dev.name}`));
     this.ok(hop, 'decap', `decapsulated by ${dev.name} (VNI ${tun.vni}, port ${tun.port})`, ipCmd(ns, `-d link show ${dev.name}`));
-    const at = await this.l2Receive(hop, ns, dev, tun.innerMac, 0);
+    const at = await this.l2Receive(hop, ns, dev, tun.innerMac!, 0);
     // the inner packet is a hop of its own, also in this namespace (its header differs)
     return this.l3(at.ns, at.dev, tun.inner, undefined, at.hop === hop ? undefined : at.hop);
   }
+
+  /**
+   * Into a TUN device: podnet-tund (a userspace datapath) reads the packet and sends it as one UDP
+   * datagram to the node whose peer line holds the destination (its table, as the daemon read it).
+   */
+  private async tunEncap(hop: Hop, ns: string, dev: Link, inner: Packet): Promise<void> {
+    const d = this.view.tunDatapath ? await this.view.tunDatapath(ns, dev.name) : undefined;
+    if (!d) throw this.fail(hop, 'encap', `no podnet-tund attached to ${dev.name} in ${ns}: nothing reads the packets routed into it (the agent starts it: is the agent running? its log: <data-dir>/tund/log)`, `ip -n ${ns} -d link show ${dev.name}`);
+    const peer = longestMatch(d.table.peers, inner.dst);
+    if (!peer) {
+      throw this.fail(hop, 'encap', `podnet-tund (PID ${d.pid}) has no peer for ${inner.dst} in ${d.peersFile}: it answers ICMP unreachable (the agent writes one peer line per node: has it seen that node's lease?)`, `cat ${d.peersFile}`, { ...d.table });
+    }
+    this.ok(hop, 'encap', `podnet-tund (PID ${d.pid}) on ${dev.name}: ${inner.dst} is in peer ${peer.subnet} -> node ${peer.publicIP}: the IP packet in UDP ${d.listen} -> ${peer.publicIP}:${peer.port}`, `cat ${d.peersFile}`, { peer, listen: d.listen, port: d.port });
+    return this.l3(ns, undefined, { src: d.listen, dst: peer.publicIP, proto: 'udp', dport: peer.port, size: inner.size }, { kind: 'tun', port: peer.port, inner, overhead: TUN_OVERHEAD });
+  }
+
+  /** The datagram reached the peer node: its podnet-tund on that port writes the inner packet into its TUN device. */
+  private async tunDecap(hop: Hop, ns: string, outer: Packet, tun: Tunnel): Promise<void> {
+    const tunDev = (await this.view.links(ns)).find((l) => l.kind === 'tun' && l.up);
+    const d = tunDev && this.view.tunDatapath ? await this.view.tunDatapath(ns, tunDev.name) : undefined;
+    if (!tunDev || !d || d.port !== tun.port) {
+      throw this.fail(hop, 'decap', `${outer.dst} is here but no podnet-tund listens on UDP ${tun.port}: the datagram is dropped (ICMP port unreachable)`, `ip netns exec ${ns} ss -lun sport = :${tun.port}`);
+    }
+    if (!longestMatch(d.table.locals.map((subnet) => ({ subnet })), tun.inner.dst)) {
+      throw this.fail(hop, 'decap', `podnet-tund (PID ${d.pid}) here does not accept ${tun.inner.dst}: it is in none of its local subnets (${d.table.locals.join(', ') || 'none'}), so it drops the packet`, `cat ${d.peersFile}`);
+    }
+    this.ok(hop, 'decap', `podnet-tund (PID ${d.pid}) on UDP ${d.listen}:${d.port} takes it: the inner packet into ${tunDev.name}`, `cat ${d.peersFile}`);
+    return this.l3(ns, tunDev.name, tun.inner, undefined);
+  }
+}
+
+/** The longest prefix among `cidrs` that holds `ip`. */
+function longestMatch<T extends { subnet: string }>(items: T[], ip: string): T | undefined {
+  const a = tryParseIP(ip);
+  if (!a) return undefined;
+  let best: T | undefined;
+  let bestLen = -1;
+  for (const it of items) {
+    const c = tryParseCidr(it.subnet);
+    if (c && c.family === a.family && contains(c, a) && c.prefix > bestLen) {
+      best = it;
+      bestLen = c.prefix;
+    }
+  }
+  return best;
 }
 
 function describeRoute(dst: string, f: FibAnswer): string {

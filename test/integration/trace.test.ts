@@ -1,7 +1,8 @@
-// `podnet trace` in real labs: per backend (vxlan, host-gw, bgp across racks with BIRD) the path
+// `podnet trace` in real labs: per backend (vxlan, tun, host-gw, bgp across racks with BIRD) the path
 // between pods on one node, across nodes and from a node to a pod, hop by hop through the
 // namespaces the lab built, with a real ping agreeing; then breakages made by hand, one at a time
-// (a peer subnet's route deleted, a FAILED neighbour, a packet over the MTU), each named as the
+// (a peer subnet's route deleted, a subnet withdrawn at the router, podnet-tund gone, a FAILED
+// neighbour, a packet over the MTU), each named as the
 // first broken hop with exit code 1 — and a ping failing there too.
 import { labCli, ensureLabBundle } from '../helpers/lab.js';
 import { netnsWithPrefix } from '../helpers/netns.js';
@@ -46,9 +47,10 @@ function trace(tag: string, args: string[]): { code: number; r?: TraceResult; ou
 const ping = (ns: string, ip: string) => spawnSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W1', ip]).status === 0;
 
 const LABS = [
-  { backend: 'vxlan', args: ['--nodes', '2', '--backend', 'vxlan'], tunnel: true },
-  { backend: 'host-gw', args: ['--nodes', '2', '--backend', 'host-gw'], tunnel: false },
-  { backend: 'bgp (2 racks, BIRD)', args: ['--nodes', '2', '--racks', '2', '--backend', 'bgp', '--router', 'bird'], tunnel: false, viaRouter: true, needs: '/usr/sbin/bird' },
+  { backend: 'vxlan', args: ['--nodes', '2', '--backend', 'vxlan'], tunnel: 'vxlan' },
+  { backend: 'tun', args: ['--nodes', '2', '--backend', 'tun'], tunnel: 'tun' },
+  { backend: 'host-gw', args: ['--nodes', '2', '--backend', 'host-gw'], tunnel: undefined },
+  { backend: 'bgp (2 racks, BIRD)', args: ['--nodes', '2', '--racks', '2', '--backend', 'bgp', '--router', 'bird'], tunnel: undefined, viaRouter: true, needs: '/usr/sbin/bird' },
 ];
 
 for (const lab of LABS) {
@@ -82,10 +84,15 @@ for (const lab of LABS) {
       assert.ok(path.includes(st.nodes.n1.ns) && path.includes(st.nodes.n2.ns), path.join(' '));
       if (st.router) assert.ok(path.includes(st.router.ns), `across racks the path passes the router: ${path.join(' ')}`);
       const encap = r.hops.flatMap((h) => h.steps).filter((s) => s.kind === 'encap');
-      if (lab.tunnel) {
+      if (lab.tunnel === 'vxlan') {
         assert.equal(encap.length, 1, 'one VXLAN encapsulation');
         assert.match(encap[0].text, new RegExp(`VTEP ${st.nodes.n2.ip.replace(/\./g, '\\.')}`));
         assert.ok(r.hops.some((h) => h.packet.outer?.dst === st.nodes.n2.ip && h.packet.outer.vni !== undefined));
+      } else if (lab.tunnel === 'tun') {
+        assert.equal(encap.length, 1, 'one podnet-tund encapsulation');
+        assert.match(encap[0].text, new RegExp(`podnet-tund \\(PID \\d+\\) on podnet\\.tun: .* -> node ${st.nodes.n2.ip.replace(/\./g, '\\.')}`));
+        assert.ok(r.hops.some((h) => h.packet.outer?.dst === st.nodes.n2.ip && h.packet.outer.dport === 8285));
+        assert.ok(r.hops.flatMap((h) => h.steps).some((x) => x.kind === 'decap' && /podnet-tund .* takes it/.test(x.text)));
       } else assert.equal(encap.length, 0, 'routed: no encapsulation');
       assert.equal(r.hops[r.hops.length - 1].steps.at(-1)!.kind, 'deliver');
       assert.ok(ping(st.pods.a.ns, st.pods.b.ips[0]));
@@ -114,7 +121,9 @@ for (const lab of LABS) {
       for (const h of r.hops) assert.ok(text.stdout.includes(h.ns), h.ns);
     });
 
-    if (!lab.viaRouter) {
+    // tun: the route for the whole cluster network into podnet.tun still carries the packet to
+    // podnet-tund, whose peer table knows the subnet (its own breakage is tested below)
+    if (!lab.viaRouter && lab.tunnel !== 'tun') {
       it("broken: n1's route to n2's pod subnet deleted — named at n1, exit 1, and a ping fails", async () => {
         const subnet = /PODNET_SUBNET=(\S+)/.exec(readFileSync(st.nodes.n2.subnetFile, 'utf8'))![1].replace(/\.\d+\//, '.0/');
         // the agent restores its routes within a resync (10 s): stop it so the breakage stays
@@ -133,7 +142,7 @@ for (const lab of LABS) {
           cli(['agent', 'start', 'n1']);
         }
       });
-    } else {
+    } else if (lab.viaRouter) {
       it("broken: n1's agent stopped, so the router forgot n1's pod subnet — named at the router, exit 1, and a ping fails", async () => {
         const subnet = /PODNET_SUBNET=(\S+)/.exec(readFileSync(st.nodes.n1.subnetFile, 'utf8'))![1].replace(/\.\d+\//, '.0/');
         cli(['agent', 'stop', 'n1']);
@@ -151,6 +160,30 @@ for (const lab of LABS) {
           assert.equal(ping(st.pods.b.ns, st.pods.a.ips[0]), false, 'the kernel drops it too');
         } finally {
           cli(['agent', 'start', 'n1']);
+        }
+      });
+    }
+
+    if (lab.tunnel === 'tun') {
+      it("broken: n2's podnet-tund gone (its agent stopped, the daemon killed) — named at n2's decapsulation, exit 1, and a ping fails", async () => {
+        cli(['agent', 'stop', 'n2']);
+        try {
+          const pidFile = join(LAB_DIR, tag, 'nodes', 'n2', 'agent', 'tund', 'pid');
+          const pid = Number(readFileSync(pidFile, 'utf8').trim());
+          process.kill(pid, 'SIGTERM');
+          const t0 = Date.now();
+          while (existsSync(`/proc/${pid}`)) {
+            assert.ok(Date.now() - t0 < 5000, `podnet-tund ${pid} still running 5 s after SIGTERM`);
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          const t = trace(tag, ['a', 'b']);
+          assert.equal(t.code, 1, t.out + t.err);
+          const r = t.r!;
+          assert.equal(r.hops[r.broken!.hop].ns, st.nodes.n2.ns);
+          assert.match(r.broken!.reason, /no podnet-tund listens on UDP 8285/);
+          assert.equal(ping(st.pods.a.ns, st.pods.b.ips[0]), false, 'the kernel drops it too');
+        } finally {
+          cli(['agent', 'start', 'n2']);
         }
       });
     }
