@@ -73,6 +73,8 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   const ns: NetnsRef = { kind: 'current' };
   const node = await detectNode(kernel, ns, { iface: o.iface, publicIP: o.publicIP });
   const conf = readConfig(o.configPath, node);
+  // bad --bgp-asn/--bgp-peer are refused before the backend's kernel checks
+  const bgpConf = conf.backend.type === 'bgp' ? bgpNodeConfig(conf, o, node) : undefined;
   const clusterCidrs = [formatCidr(conf.network), ...(conf.ipv6Network ? [formatCidr(conf.ipv6Network)] : [])];
   const backend = await createCheckedBackend(
     { type: conf.backend.type, vni: conf.backend.vni, dstport: conf.backend.port, port: conf.backend.port, clusterNetworks: clusterCidrs, dataDir: o.dataDir, iface: node.iface },
@@ -80,7 +82,6 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   );
   const tun = backend instanceof TunBackend ? backend : undefined;
   const bgpBackend = backend instanceof BgpBackend ? backend : undefined;
-  const bgpConf = bgpBackend ? bgpNodeConfig(conf, o, node) : undefined;
   const tundOpts = tun ? { dataDir: o.dataDir, dev: tun.device, listen: node.publicIP, port: tun.port, log: log.child({ subsys: 'tund' }) } : undefined;
   // <prefix>/subnets/10.244.1.0-24, with flannel's meaning of --etcd-prefix (default /podnet/network)
   const prefix = `${o.etcdPrefix.replace(/\/$/, '')}/subnets/`;

@@ -17,7 +17,22 @@ export interface LogSink {
   write(line: string): void;
 }
 
-export const stderrSink: LogSink = { write: (l) => process.stderr.write(l) };
+let stderrGuarded = false;
+
+/**
+ * stderr, with its write errors dropped: when the reader is gone (EPIPE: a closed pipe, a restarted
+ * journal) there is nowhere to report them, and an unhandled stream error would reach the
+ * uncaughtException handler, which logs to stderr again — a loop that never lets the agent exit.
+ */
+export const stderrSink: LogSink = {
+  write: (l) => {
+    if (!stderrGuarded) {
+      stderrGuarded = true;
+      process.stderr.on('error', () => {});
+    }
+    process.stderr.write(l);
+  },
+};
 
 /** Appends to a file, creating its directory; logging must never fail the operation it describes. */
 export function fileSink(path: string): LogSink {
