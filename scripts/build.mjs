@@ -1,7 +1,7 @@
 // Bundles the CLI and the CNI entry into single ES module files: one file starts
 // fast (no module resolution at run time) and is what `podnet cni install` copies.
 import { build } from 'esbuild';
-import { chmodSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 
 const common = {
@@ -19,7 +19,9 @@ const common = {
   },
 };
 
-await build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/podnet.mjs' });
+// the lab's web page (`podnet lab ui`): its static files inline in the bundle (src/lab/ui/assets.ts)
+const uiAssets = Object.fromEntries(['index.html', 'app.js', 'app.css'].map((f) => [f, readFileSync(`src/lab/ui/static/${f}`, 'utf8')]));
+await build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/podnet.mjs', define: { __PODNET_UI_ASSETS__: JSON.stringify(uiAssets) } });
 await build({ ...common, entryPoints: ['src/cni/entry.ts'], outfile: 'dist/podnet-cni.mjs' });
 chmodSync('dist/podnet.mjs', 0o755);
 chmodSync('dist/podnet-cni.mjs', 0o755);

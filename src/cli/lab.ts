@@ -409,6 +409,30 @@ export function registerLabCommands(program: Command): void {
     );
 
   lab
+    .command('ui')
+    .description('a web page of the lab: the graph of its namespaces (fabric or racks and router, nodes, pods, services, tunnels) updated live, and `podnet trace` drawn on it hop by hop')
+    .option('--listen <host:port>', 'address to serve on (port 0: a free one)', '127.0.0.1:8080')
+    .option('--allow-remote', 'allow a non-loopback --listen address (the page runs traces as root and has no authentication)')
+    .addOption(nameOption())
+    .addHelpText('after', '\nServes / (the page), /api/topology, /api/trace?src=&dst=&proto=&port=, /api/events (server-sent events). Runs until SIGINT or SIGTERM.')
+    .action(
+      action(async (o: { listen: string; allowRemote?: boolean; name?: string }) => {
+        const { requireState, resolveLabName } = await import('../lab/state.js');
+        const { startUiServer } = await import('../lab/ui/server.js');
+        const name = resolveLabName(o.name);
+        requireState(name);
+        const srv = await startUiServer({ lab: name, listen: o.listen, allowRemote: !!o.allowRemote });
+        console.log(`podnet lab ui: ${srv.url} (lab ${name}; Ctrl-C stops)`);
+        const sig = await new Promise<NodeJS.Signals>((resolve) => {
+          process.once('SIGINT', () => resolve('SIGINT'));
+          process.once('SIGTERM', () => resolve('SIGTERM'));
+        });
+        await srv.close();
+        process.stderr.write(`podnet lab ui: ${sig}: stopped\n`);
+      }),
+    );
+
+  lab
     .command('demo')
     .description('a 3-node lab (vxlan, host-gw or tun) with 2 pods per node, the pod-to-pod ping matrix with each pair\'s path, then teardown')
     .option('--keep', 'leave the lab up afterwards')
