@@ -18,6 +18,7 @@ interface TraceOpts {
   size: string;
   ipv6?: boolean;
   output: 'text' | 'json';
+  verify?: boolean;
 }
 
 export function registerTraceCommands(program: Command): void {
@@ -32,7 +33,11 @@ export function registerTraceCommands(program: Command): void {
     .option('--name <lab>', 'the lab (default: $PODNET_LAB, else the only lab)')
     .option('--from-netns <path>', 'on a real node: send from this network namespace (/run/netns/NAME); SRC an address in it or "-"')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
-    .addHelpText('after', '\nSRC, DST: a lab pod or node name (NAME or NAME:PORT), an IP, or IP:PORT ([IPv6]:PORT).\nExit codes: 0 the path is complete, 1 it breaks (the first broken hop is named), 2 bad usage.')
+    .option('--verify', 'send a real packet of this 5-tuple from SRC, traced by the kernel (nftables nftrace in a short-lived table podnet-trace-* per namespace, removed afterwards), and say per hop whether the kernel agrees')
+    .addHelpText(
+      'after',
+      '\nSRC, DST: a lab pod or node name (NAME or NAME:PORT), an IP, or IP:PORT ([IPv6]:PORT).\nExit codes: 0 the path is complete (and with --verify the kernel agrees on every hop), 1 it breaks (the first broken hop is named) or with --verify the kernel disagrees, 2 bad usage.',
+    )
     .action(async (src: string, dst: string, o: TraceOpts) => {
       const { TraceUsageError, traceRequest } = await import('../trace/query.js');
       try {
@@ -46,12 +51,28 @@ export function registerTraceCommands(program: Command): void {
           }
         }
         const r = await traceRequest(src, dst, { ...o, lab });
+        if (o.verify) {
+          const { destinationNamespace, verifyTrace } = await import('../trace/verify.js');
+          // past a break, the destination's namespace is watched too (did the packet get there anyway?)
+          let watch: string[] = [];
+          if (r.verdict === 'broken') {
+            const { labNamespaces } = await import('../trace/lab-endpoints.js');
+            const { spawnSync } = await import('node:child_process');
+            const named = () => {
+              const l = spawnSync('ip', ['-j', 'netns', 'list'], { encoding: 'utf8' });
+              return l.status === 0 && l.stdout.trim() ? (JSON.parse(l.stdout) as { name: string }[]).map((x) => x.name) : [];
+            };
+            const owner = destinationNamespace(r.query.dst, lab ? Object.keys(labNamespaces(lab)) : named());
+            if (owner) watch = [owner];
+          }
+          r.verify = await verifyTrace(r, { watch });
+        }
         if (o.output === 'json') console.log(JSON.stringify(r, null, 2));
         else {
           const { renderTrace } = await import('../trace/render.js');
           console.log(renderTrace(r));
         }
-        process.exitCode = r.verdict === 'complete' ? 0 : EXIT_BROKEN;
+        process.exitCode = r.verdict === 'complete' && (r.verify?.agrees ?? true) ? 0 : EXIT_BROKEN;
       } catch (e) {
         process.stderr.write(`podnet trace: ${(e as Error).message}\n`);
         process.exitCode = e instanceof TraceUsageError ? EXIT_USAGE : EXIT_BROKEN;

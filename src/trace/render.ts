@@ -14,7 +14,14 @@ export function renderTrace(r: TraceResult): string {
       out.push(`      ${s.ok ? '  ' : '✗ '}${s.kind.padEnd(9)} ${s.text}`);
       if (!s.ok && s.command) out.push(`                  see: ${s.command}`);
     }
+    const v = r.verify?.hops.find((x) => x.hop === i);
+    if (v) out.push(`      ${v.agrees ? '✓' : '✗'} verify    ${v.detail}`);
   });
+  for (const b of r.verify?.beyond ?? []) out.push(`    ${b.ns}: ${b.detail}`);
   out.push(r.verdict === 'complete' ? `complete: ${r.hops.length} hops` : `BROKEN at hop ${r.broken!.hop + 1}: ${r.broken!.reason}`);
+  if (r.verify) {
+    const bad = r.verify.hops.find((x) => !x.agrees);
+    out.push(r.verify.agrees ? `verify: the kernel agrees on every hop` : `verify: the kernel DISAGREES${bad ? ` at hop ${bad.hop + 1} (${bad.ns}): ${bad.detail}` : ': the destination saw the packet past the break'}`);
+  }
   return out.join('\n');
 }

@@ -65,4 +65,27 @@ export interface TraceResult {
   /** complete: delivered to the destination's address; broken: the first broken step is `broken` */
   verdict: 'complete' | 'broken';
   broken?: { hop: number; step: number; reason: string; command?: string };
+  /** with --verify: what the kernel did with a real packet of the query (nftables tracing), per hop */
+  verify?: TraceVerify;
+}
+
+/** One hop of the explanation against the kernel's trace events in its namespace. */
+export interface VerifyHop {
+  /** index into `hops` */
+  hop: number;
+  ns: string;
+  /** the kernel reported the packet in this namespace */
+  seen: boolean;
+  /** seen, with the devices in and out (where the events name them) and no drop where the explanation has none */
+  agrees: boolean;
+  /** what the kernel did, or how it differs from the explanation */
+  detail: string;
+}
+
+export interface TraceVerify {
+  /** every hop agrees (and past a break, the destination did not see the packet) */
+  agrees: boolean;
+  hops: VerifyHop[];
+  /** namespaces off the explained path that were watched too: the destination's, when the path breaks before it */
+  beyond?: { ns: string; seen: boolean; detail: string }[];
 }
