@@ -43,7 +43,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { protocolName } from '../src/lab/router/bird.js';
-import { argNum, iperf, lab as runLab, median, REPO } from './lab-bench.js';
+import { argNum, iperf, lab as runLab, median, REPO, waitPing } from './lab-bench.js';
 
 const ROUNDS = argNum('--rounds', 3);
 const SECONDS = argNum('--seconds', 3);
@@ -77,16 +77,6 @@ const labState = (name: string): LabSt => JSON.parse(readFileSync(join(labDir, n
 const ipc = (args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const nsx = (ns: string, argv: string[]) => execFileSync('ip', ['netns', 'exec', ns, ...argv], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
-function pingOk(ns: string, dst: string): boolean {
-  return spawnSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W1', dst]).status === 0;
-}
-async function waitPing(ns: string, dst: string, what: string, ms = 20_000): Promise<void> {
-  const t0 = Date.now();
-  while (!pingOk(ns, dst)) {
-    if (Date.now() - t0 > ms) throw new Error(`${what}: ${dst} unreachable from ${ns} for ${ms} ms`);
-    await sleep(100);
-  }
-}
 
 interface Path {
   client: string;

@@ -43,3 +43,17 @@ export function median(xs: number[]): number {
   if (s.length === 0) return NaN;
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
+
+/** One ping from `ns` to `dst` answered within a second. */
+export function pingOk(ns: string, dst: string): boolean {
+  return spawnSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W1', dst]).status === 0;
+}
+
+/** Waits until `dst` answers a ping from `ns`; an Error naming `what` after `ms`. */
+export async function waitPing(ns: string, dst: string, what: string, ms = 20_000): Promise<void> {
+  const t0 = Date.now();
+  while (!pingOk(ns, dst)) {
+    if (Date.now() - t0 > ms) throw new Error(`${what}: ${dst} unreachable from ${ns} for ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

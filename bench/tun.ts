@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { findTund, stopTund, tundBinary } from '../src/agent/tund/index.js';
-import { argNum, handBuilt, iperf, lab as runLab, median, REPO } from './lab-bench.js';
+import { argNum, handBuilt, iperf, lab as runLab, median, REPO, waitPing } from './lab-bench.js';
 
 const ROUNDS = argNum('--rounds', 3);
 const SECONDS = argNum('--seconds', 5);
@@ -60,17 +60,6 @@ function cpuSeconds(pid: number): number {
   return (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
 }
 
-function pingOk(ns: string, dst: string): boolean {
-  return spawnSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W1', dst]).status === 0;
-}
-
-async function waitPing(ns: string, dst: string, what: string, ms = 20_000): Promise<void> {
-  const t0 = Date.now();
-  while (!pingOk(ns, dst)) {
-    if (Date.now() - t0 > ms) throw new Error(`${what}: ${dst} unreachable from ${ns} for ${ms} ms`);
-    await sleep(100);
-  }
-}
 
 function setUp(name: string, backend: 'tun' | 'vxlan'): LabSt {
   lab(['up', '--name', name, '--nodes', '2', '--backend', backend, '--proxy-mode', 'off']);

@@ -72,6 +72,11 @@ export function formatIP(a: IP): string {
   if (a.value >> 32n === 0xffffn) return `::ffff:${formatIP({ family: 4, value: a.value & MAX[4] })}`;
   const groups: number[] = [];
   for (let i = 7; i >= 0; i--) groups.push(Number((a.value >> BigInt(i * 16)) & 0xffffn));
+  return ipv6GroupsText(groups);
+}
+
+/** RFC 5952 text of eight 16-bit groups: lowercase hex, the first longest run of 2+ zero groups as '::'. */
+export function ipv6GroupsText(groups: ArrayLike<number>): string {
   let bestStart = -1;
   let bestLen = 0;
   for (let i = 0; i < 8; ) {
@@ -87,7 +92,7 @@ export function formatIP(a: IP): string {
     }
     i = j;
   }
-  const hex = groups.map((g) => g.toString(16));
+  const hex = Array.from(groups, (g) => g.toString(16));
   if (bestLen < 2) return hex.join(':');
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }

@@ -1,7 +1,10 @@
 // Runs `podnet lab` from source, with the lab's state under a test directory.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after } from 'node:test';
+import { netnsWithPrefix } from './netns.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
@@ -14,6 +17,23 @@ export function labCli(labDir: string, args: string[], opts: { input?: string; t
     timeout: opts.timeoutMs ?? 240_000,
   });
   return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * A directory for one test file's labs (PODNET_LAB_DIR): after the file, every lab registered is
+ * taken down, any namespace of its left behind deleted, and the directory removed.
+ */
+export function labSuite(prefix: string): { dir: string; register(tag: string): void } {
+  const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  const tags: string[] = [];
+  after(() => {
+    for (const tag of tags) {
+      if (existsSync(join(dir, tag))) labCli(dir, ['down', '--name', tag]);
+      for (const ns of netnsWithPrefix(`pnlab-${tag}-`)) spawnSync('ip', ['netns', 'del', ns]);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { dir, register: (tag) => void tags.push(tag) };
 }
 
 /**

@@ -4,14 +4,12 @@
 // (graceful restart keeps its routes at the router, not one of the pings every 10 ms between
 // pods of different racks is lost, the session is back within 5 s); the router killed and
 // restarted (sessions back, routes announced again, pings recover within 5 s of its return).
-import { labCli, ensureLabBundle } from '../helpers/lab.js';
-import { netnsWithPrefix } from '../helpers/netns.js';
-import { after, before, describe, it } from 'node:test';
+import { labCli, labSuite, ensureLabBundle } from '../helpers/lab.js';
+import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatCidr, masked, parseCidr } from '../../src/util/ip.js';
@@ -37,15 +35,8 @@ interface St {
 }
 
 const PODNET = new URL('../../dist/podnet.mjs', import.meta.url).pathname;
-const LAB_DIR = mkdtempSync(join(tmpdir(), 'pnlab-bgpf-test-'));
-const tags: string[] = [];
-after(() => {
-  for (const tag of tags) {
-    if (existsSync(join(LAB_DIR, tag))) labCli(LAB_DIR, ['down', '--name', tag]);
-    for (const ns of netnsWithPrefix(`pnlab-${tag}-`)) spawnSync('ip', ['netns', 'del', ns]);
-  }
-  rmSync(LAB_DIR, { recursive: true, force: true });
-});
+const suite = labSuite('pnlab-bgpf-test');
+const LAB_DIR = suite.dir;
 
 function v4Subnet(file: string): string {
   const c = /PODNET_SUBNET=(\S+)/.exec(readFileSync(file, 'utf8'))?.[1];
@@ -94,7 +85,7 @@ for (const router of ROUTERS) {
   const skip = existsSync(router.bin) ? false : `${router.kind} is not installed (${router.bin})`;
   describe(`bgp faults across 2 racks with ${router.kind}`, { skip, timeout: 300_000 }, () => {
     const tag = `f${router.kind[0]}${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
-    tags.push(tag);
+    suite.register(tag);
     const cli = (args: string[]) => {
       const r = labCli(LAB_DIR, [...args, '--name', tag], { timeoutMs: 240_000 });
       assert.equal(r.code, 0, `lab ${args.join(' ')}: ${r.stderr}`);

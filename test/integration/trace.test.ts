@@ -4,27 +4,18 @@
 // (a peer subnet's route deleted, a subnet withdrawn at the router, podnet-tund gone, a FAILED
 // neighbour, a packet over the MTU), each named as the
 // first broken hop with exit code 1 — and a ping failing there too.
-import { labCli, ensureLabBundle } from '../helpers/lab.js';
-import { netnsWithPrefix } from '../helpers/netns.js';
-import { after, before, describe, it } from 'node:test';
+import { labCli, labSuite, ensureLabBundle } from '../helpers/lab.js';
+import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TraceResult } from '../../src/trace/types.js';
 
 const PODNET = new URL('../../dist/podnet.mjs', import.meta.url).pathname;
-const LAB_DIR = mkdtempSync(join(tmpdir(), 'pnlab-trace-test-'));
-const tags: string[] = [];
-after(() => {
-  for (const tag of tags) {
-    if (existsSync(join(LAB_DIR, tag))) labCli(LAB_DIR, ['down', '--name', tag]);
-    for (const ns of netnsWithPrefix(`pnlab-${tag}-`)) spawnSync('ip', ['netns', 'del', ns]);
-  }
-  rmSync(LAB_DIR, { recursive: true, force: true });
-});
+const suite = labSuite('pnlab-trace-test');
+const LAB_DIR = suite.dir;
 
 interface St {
   fabricNs: string;
@@ -57,7 +48,7 @@ for (const lab of LABS) {
   const skip = lab.needs && !existsSync(lab.needs) ? `${lab.needs} is not installed` : false;
   describe(`podnet trace: ${lab.backend}`, { skip, timeout: 180_000 }, () => {
     const tag = `t${randomBytes(3).toString('hex')}`;
-    tags.push(tag);
+    suite.register(tag);
     let st: St;
     const cli = (args: string[]) => {
       const r = labCli(LAB_DIR, [...args, '--name', tag]);

@@ -1,7 +1,7 @@
 // Prefixes and addresses as BGP carries them (RFC 4271 4.3, RFC 4760 5): a length in bits, then
 // only the octets that length needs. Text forms are those of src/util/ip.ts so that prefixes the
 // codec decodes compare equal, as strings, with prefixes parsed from configuration.
-import { tryParseCidr, tryParseIP } from '../../util/ip.js';
+import { ipv6GroupsText, tryParseCidr, tryParseIP } from '../../util/ip.js';
 import type { Family, Prefix } from './messages.js';
 
 export const FAMILY_BITS: Record<Family, number> = { ipv4: 32, ipv6: 128 };
@@ -53,37 +53,14 @@ export function formatIPv4(b: Buffer, off: number): string {
 const groups = new Array<number>(8);
 
 /**
- * RFC 5952 text of the 16 octets at b[off], exactly as formatIP in util/ip.ts writes it (a test
- * holds them together) but without BigInt: a full UPDATE carries some 450 IPv6 prefixes.
+ * RFC 5952 text of the 16 octets at b[off], as formatIP in util/ip.ts writes it (the same group
+ * text; a test holds them together) but without BigInt: a full UPDATE carries some 450 IPv6 prefixes.
  */
 export function formatIPv6(b: Buffer, off: number): string {
   for (let i = 0; i < 8; i++) groups[i] = (b[off + 2 * i] << 8) | b[off + 2 * i + 1];
   // IPv4-mapped addresses keep their dotted tail (RFC 5952 5)
   if (groups[0] === 0 && groups[1] === 0 && groups[2] === 0 && groups[3] === 0 && groups[4] === 0 && groups[5] === 0xffff) return `::ffff:${formatIPv4(b, off + 12)}`;
-  // the first longest run of two or more zero groups becomes '::'
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; i++) {
-    if (groups[i] !== 0) continue;
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  let s = '';
-  for (let i = 0; i < 8; i++) {
-    if (i === bestStart) {
-      s += '::';
-      i += bestLen - 1;
-      continue;
-    }
-    if (s !== '' && !s.endsWith(':')) s += ':';
-    s += groups[i].toString(16);
-  }
-  return s;
+  return ipv6GroupsText(groups);
 }
 
 /**
