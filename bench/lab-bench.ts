@@ -1,6 +1,8 @@
 // What the lab benchmarks (datapath.ts, tun.ts) share: their flags, the `podnet lab` runner, one
 // iperf3 run between two pods, the hand-built reference path and the median.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,11 +24,32 @@ export function lab(args: string[], env: NodeJS.ProcessEnv): string {
 
 /** One iperf3 TCP run from clientNs to an iperf3 server started in serverNs on `server`; received Gbit/s and bytes. */
 export function iperf(clientNs: string, serverNs: string, server: string, seconds: number, streams = 1): { gbps: number; bytes: number } {
-  execFileSync('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-D', '-B', server]);
-  spawnSync('sleep', ['0.3']);
-  const out = execFileSync('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', server, '-t', String(seconds), '-P', String(streams), '-J'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  const end = JSON.parse(out).end.sum_received;
-  return { gbps: end.bits_per_second / 1e9, bytes: end.bytes };
+  // the one-off server daemonizes; its pidfile lets a failed client run stop it (it would wait forever)
+  const pidfile = join(tmpdir(), `podnet-bench-iperf3-${process.pid}-${Date.now()}.pid`);
+  execFileSync('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-D', '-B', server, '--pidfile', pidfile]);
+  try {
+    spawnSync('sleep', ['0.3']);
+    const out = execFileSync('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', server, '-t', String(seconds), '-P', String(streams), '-J'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    const end = JSON.parse(out).end.sum_received;
+    return { gbps: end.bits_per_second / 1e9, bytes: end.bytes };
+  } finally {
+    stopPidfile(pidfile);
+  }
+}
+
+/** Stops the process of a pidfile if it still runs (by its PID), and removes the file. */
+function stopPidfile(file: string): void {
+  if (!existsSync(file)) return;
+  const pid = Number(readFileSync(file, 'utf8').trim());
+  let cmdline = '';
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    // already gone: the server exits by itself after its one client
+  }
+  // only the server this pidfile names, never a process that took its PID since
+  if (Number.isInteger(pid) && pid > 1 && cmdline.includes(file)) process.kill(pid, 'SIGTERM');
+  rmSync(file, { force: true });
 }
 
 /** ../shared/bench/datapath-limits.sh: the hand-built paths' single-stream Gbit/s. */
