@@ -290,8 +290,8 @@
     const w = bb.x + bb.width + PAD - x;
     const hh = bb.y + bb.height + PAD - y;
     svg.setAttribute('viewBox', x + ' ' + y + ' ' + w + ' ' + hh);
-    svg.setAttribute('width', String(Math.ceil(w)));
-    svg.setAttribute('height', String(Math.ceil(hh)));
+    // as wide as the pane allows, never wider than drawn (a small lab is not blown up)
+    svg.style.maxWidth = Math.ceil(w) + 'px';
   }
 
   // ---- trace ---------------------------------------------------------------------------------
@@ -387,7 +387,7 @@
       const di = r.deciding ? r.deciding[i] : hop.steps.length - 1;
       const step = hop.steps[di];
       const lines = broken
-        ? wrap('✗ ' + (i + 1) + ' ' + r.broken.reason, CHARS, 5).concat(r.broken.command ? wrap('see: ' + r.broken.command, CHARS, 3) : [])
+        ? wrap('✗ ' + (i + 1) + ' ' + r.broken.reason, CHARS, 6).concat(r.broken.command ? wrap('see: ' + r.broken.command, CHARS, 2) : [])
         : step
           ? wrap(i + 1 + ' ' + step.kind + ': ' + step.text, CHARS, 3)
           : [i + 1 + ' (no steps)'];
