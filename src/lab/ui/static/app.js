@@ -103,14 +103,14 @@
 
     const routerY = PAD;
     const fabricY = t.router ? routerY + ROUTER_H + 50 : PAD;
-    const fabricH = t.racks.length ? 104 : 64;
+    const fabricH = t.racks.length ? 98 : 64;
     const fabricW = Math.max((ncols - 1) * COL + BOX_W, BOX_W);
     boxes.set(t.fabric.ns, { x: PAD, y: fabricY, w: fabricW, h: fabricH });
     for (const r of t.racks) {
       const idx = cols.map((c, i) => (c.rack === r.index ? i : -1)).filter((i) => i >= 0);
       const x0 = colX(Math.min(...idx));
       const x1 = colX(Math.max(...idx)) + BOX_W;
-      boxes.set('rack:' + r.index, { x: x0 + 8, y: fabricY + 34, w: x1 - x0 - 16, h: 58 });
+      boxes.set('rack:' + r.index, { x: x0 + 8, y: fabricY + 30, w: x1 - x0 - 16, h: 58 });
     }
     if (t.router) boxes.set(t.router.ns, { x: PAD + fabricW / 2 - BOX_W / 2, y: routerY, w: BOX_W, h: ROUTER_H });
 
@@ -206,14 +206,14 @@
 
     // fabric, racks, router
     const fb = boxes.get(t.fabric.ns);
-    nsBox(gBoxes, fb, { ns: t.fabric.ns, kind: 'fabric', name: 'fabric', health: t.fabric.health, lines: t.racks.length ? ['fabric', t.fabric.ns] : ['fabric: br0 ' + t.fabric.ip + '/24', t.fabric.ns + ' · underlay ' + t.fabric.underlay] });
+    nsBox(gBoxes, fb, { ns: t.fabric.ns, kind: 'fabric', name: 'fabric', health: t.fabric.health, lines: t.racks.length ? ['fabric · ' + t.fabric.ns] : ['fabric: br0 ' + t.fabric.ip + '/24', t.fabric.ns + ' · underlay ' + t.fabric.underlay] });
     for (const r of t.racks) {
       const b = boxes.get('rack:' + r.index);
       const g = el('g', { class: 'rack', 'data-rack': r.index, 'data-key': 'rack:' + r.index }, gBoxes);
       el('rect', { x: b.x, y: b.y, width: b.w, height: b.h, rx: 4 }, g);
       txt(g, b.x + 8, b.y + 17, 'rack ' + r.index + ': ' + r.bridge, 'title');
       txt(g, b.x + 8, b.y + 32, r.underlay + (r.underlay6 ? ' · ' + r.underlay6 : ''), 'sub');
-      txt(g, b.x + 8, b.y + 47, 'router leg ' + r.routerIp + ' (' + r.fabricIf + ')', 'sub');
+      txt(g, b.x + 8, b.y + 47, 'router leg ' + r.routerIp, 'sub');
       tip(g, 'rack ' + r.index + ': bridge ' + r.bridge + ' in ' + t.fabric.ns + ', underlay ' + r.underlay);
     }
     if (t.router) {
@@ -242,7 +242,7 @@
         kind: 'node',
         name: n.name,
         health: n.health,
-        lines: [n.name + (n.rack ? ' · rack ' + n.rack : '') + (n.asn ? ' · AS ' + n.asn : ''), n.ns, n.ip + (n.ip6 ? ' · ' + n.ip6 : ''), 'pods ' + (n.subnets.join(' ') || '(no lease yet)'), 'agent ' + n.agent],
+        lines: [n.name + (n.rack ? ' · rack ' + n.rack : ''), n.ns, n.ip + (n.ip6 ? ' · ' + n.ip6 : ''), 'pods ' + (n.subnets.join(' ') || '(no lease yet)'), 'agent ' + n.agent + (n.asn ? ' · AS ' + n.asn : '')],
       });
     }
     for (const p of t.pods) {
