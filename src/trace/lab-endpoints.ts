@@ -1,5 +1,6 @@
-// SRC and DST of a trace in a lab: a pod or node name, an address (IP or IP:PORT), resolved
-// against the lab's state; and the lab's namespaces with what each one is, for the walk.
+// SRC and DST of a trace in a lab: a pod or node name, a service (svc/NAME or svc/NAME:PORT, its
+// cluster IP and port), an address (IP or IP:PORT), resolved against the lab's state; and the
+// lab's namespaces with what each one is, for the walk.
 import { readFileSync } from 'node:fs';
 import { formatCidr, masked, tryParseCidr, tryParseIP } from '../util/ip.js';
 import type { ClusterFacts } from './view.js';
@@ -11,6 +12,39 @@ export interface Endpoint {
   port?: number;
   /** the namespace that sends from this endpoint (when it is a source) */
   ns?: string;
+  /** a service port's protocol */
+  proto?: 'tcp' | 'udp';
+}
+
+interface ServicePortView {
+  port: number;
+  protocol?: string;
+  nodePort?: number;
+}
+
+/** A lab service's cluster IP and ports, as the Service object the lab wrote has them. */
+function serviceView(svc: LabState['services'][string]): { ip?: string; ports: ServicePortView[] } {
+  const spec = (svc.service.spec ?? {}) as { clusterIP?: string; ports?: ServicePortView[] };
+  return { ip: spec.clusterIP, ports: Array.isArray(spec.ports) ? spec.ports : [] };
+}
+
+/** svc/NAME (its first port) or svc/NAME:PORT: the service's cluster IP and that port. */
+function resolveService(s: LabState, spec: string, family?: 4 | 6): Endpoint {
+  const m = /^svc\/([^:]+)(?::(\d+))?$/.exec(spec);
+  if (!m) throw new Error(`${spec}: a service is svc/NAME or svc/NAME:PORT`);
+  const svc = s.services?.[m[1]];
+  if (!svc) throw new Error(`${m[1]} is no service of lab ${s.name} (services: ${Object.keys(s.services ?? {}).join(', ') || 'none'})`);
+  const v = serviceView(svc);
+  if (!v.ip || v.ip === 'None') throw new Error(`service ${m[1]} has no cluster IP`);
+  if (family === 6 && !v.ip.includes(':')) throw new Error(`service ${m[1]} has no IPv6 cluster IP`);
+  const want = m[2] !== undefined ? Number(m[2]) : undefined;
+  const port = want !== undefined ? v.ports.find((p) => p.port === want) : v.ports[0];
+  if (!port) {
+    const list = v.ports.map((p) => `${p.port}/${(p.protocol ?? 'TCP').toLowerCase()}`).join(', ');
+    throw new Error(want !== undefined ? `service ${m[1]} has no port ${want} (ports: ${list || 'none'})` : `service ${m[1]} has no ports`);
+  }
+  const proto = (port.protocol ?? 'TCP').toLowerCase() === 'udp' ? 'udp' : 'tcp';
+  return { label: `service ${m[1]}`, ip: v.ip, port: port.port, proto };
 }
 
 /** "IP", "IP:PORT", "[IPv6]:PORT" or "IPv6" → address and port; undefined when it is not an address. */
@@ -36,6 +70,7 @@ export function labNamespaces(s: LabState): Record<string, string> {
 /** A pod, node or address in this lab; `family` picks the pod's or node's address of that family. */
 export function resolveLabEndpoint(s: LabState, spec: string, family?: 4 | 6): Endpoint {
   const fam = (ip: string) => (ip.includes(':') ? 6 : 4);
+  if (spec.startsWith('svc/')) return resolveService(s, spec, family);
   const [name, portText] = spec.includes(':') && !parseAddrPort(spec) ? spec.split(':', 2) : [spec, undefined];
   const port = portText !== undefined ? Number(portText) : undefined;
   if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) throw new Error(`port ${portText} in ${spec} is not 1-65535`);
@@ -76,5 +111,12 @@ export function labCluster(s: LabState): ClusterFacts {
       if (c) subnets.push({ cidr: formatCidr(masked(c)), node: n.name, ns: n.ns });
     }
   }
-  return { networks: [s.network, ...(s.ipv6Network ? [s.ipv6Network] : [])], subnets, ...(s.backend === 'bgp' ? { routersKnowPods: true } : {}) };
+  const services: NonNullable<ClusterFacts['services']> = [];
+  for (const svc of Object.values(s.services ?? {})) {
+    const v = serviceView(svc);
+    for (const p of v.ports) {
+      if (v.ip && v.ip !== 'None') services.push({ name: svc.name, ip: v.ip, port: p.port, proto: (p.protocol ?? 'TCP').toLowerCase(), ...(p.nodePort !== undefined ? { nodePort: p.nodePort } : {}) });
+    }
+  }
+  return { networks: [s.network, ...(s.ipv6Network ? [s.ipv6Network] : [])], subnets, ...(s.backend === 'bgp' ? { routersKnowPods: true } : {}), ...(services.length ? { services } : {}) };
 }

@@ -2,7 +2,7 @@
 // kernel's own RTM_GETROUTE, via `ip -j route get`), links, addresses, neighbours, FDB entries,
 // the peer namespaces' IDs. Read-only: a trace never changes a namespace. The walker sees only
 // this interface, so its logic is tested against fixtures and runs against live kernels.
-import { Iproute2Adapter, iprouteArgv, spawnCapture, type Address, type FdbEntry, type Link, type Neighbour } from '../kernel/index.js';
+import { Iproute2Adapter, iprouteArgv, nsExecArgv, spawnCapture, type Address, type FdbEntry, type Link, type Neighbour } from '../kernel/index.js';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { inspectTundProcess, parsePeers } from '../agent/tund/index.js';
 import type { DatapathTable } from '../agent/backends/types.js';
@@ -41,6 +41,37 @@ export interface ClusterFacts {
   subnets: { cidr: string; node: string; ns: string }[];
   /** routers beyond the nodes know the pod subnets (bgp): a node's default route is a path to pods too */
   routersKnowPods?: boolean;
+  /** the cluster's services (to name a frontend a DNAT or a reject is for) */
+  services?: { name: string; ip: string; port: number; proto: string; nodePort?: number }[];
+}
+
+/** The flow whose conntrack entries are wanted (the original direction's tuple). */
+export interface ConntrackQuery {
+  family: 4 | 6;
+  proto: string;
+  src: string;
+  dst: string;
+  dport?: number;
+}
+
+/** One conntrack entry (`conntrack -L`): both directions' tuples, its state and flags. */
+export interface ConntrackEntry {
+  proto: string;
+  /** seconds until it expires */
+  timeout?: number;
+  /** TCP's state (ESTABLISHED, TIME_WAIT, ...) */
+  state?: string;
+  orig: { src: string; dst: string; sport?: number; dport?: number };
+  reply: { src: string; dst: string; sport?: number; dport?: number };
+  /** ASSURED, UNREPLIED, ... */
+  flags: string[];
+  mark?: number;
+}
+
+/** iptables-save output of one backend (xtables over nf_tables, or the legacy tables). */
+export interface IptablesDump {
+  backend: 'nft' | 'legacy';
+  text: string;
 }
 
 export interface TraceView {
@@ -59,6 +90,14 @@ export interface TraceView {
   peerNs(ns: string, id: number): Promise<string | undefined>;
   /** the userspace datapath (podnet-tund) attached to TUN device `dev` in `ns`: its UDP address and its peer table; undefined when none runs */
   tunDatapath?(ns: string, dev: string): Promise<TunDatapath | undefined>;
+  /** the namespace's nftables ruleset as `nft -j list ruleset` prints it (undefined: nft cannot be run); without this method the walk has no netfilter steps */
+  ruleset?(ns: string): Promise<unknown>;
+  /** iptables-save output of a family per backend that has tables there; `nftTables`: nft listed xtables-named tables (else iptables-nft-save is not run) */
+  iptables?(ns: string, family: 4 | 6, nftTables: boolean): Promise<IptablesDump[]>;
+  /** the conntrack entries of a flow (original direction), from `conntrack -L` */
+  conntrack?(ns: string, q: ConntrackQuery): Promise<ConntrackEntry[]>;
+  /** the addresses in an xt_recent list (/proc/net/xt_recent/NAME), undefined when there is no such list */
+  xtRecent?(ns: string, name: string): Promise<string[] | undefined>;
 }
 
 export interface TunDatapath {
@@ -195,4 +234,84 @@ export class LiveView implements TraceView {
     });
     return ids.find((x) => x.nsid === id)?.name;
   }
+
+  ruleset(ns: string): Promise<unknown> {
+    return this.once(`nft ${ns}`, async () => {
+      try {
+        const r = await spawnCapture(nsExecArgv({ kind: 'name', name: ns }, ['nft', '-j', 'list', 'ruleset']));
+        return r.exitCode === 0 && r.stdout.trim() ? (JSON.parse(r.stdout) as unknown) : undefined;
+      } catch {
+        return undefined; // nft is not installed
+      }
+    });
+  }
+
+  iptables(ns: string, family: 4 | 6, nftTables: boolean): Promise<IptablesDump[]> {
+    return this.once(`xt ${ns} ${family} ${nftTables}`, async () => {
+      const out: IptablesDump[] = [];
+      for (const backend of nftTables ? (['nft', 'legacy'] as const) : (['legacy'] as const)) {
+        const tool = `${family === 4 ? 'iptables' : 'ip6tables'}-${backend}-save`;
+        try {
+          const r = await spawnCapture(nsExecArgv({ kind: 'name', name: ns }, [tool]));
+          if (r.exitCode === 0 && /^\*/m.test(r.stdout)) out.push({ backend, text: r.stdout });
+        } catch {
+          // that backend's tools are not installed: it has no tables to show
+        }
+      }
+      return out;
+    });
+  }
+
+  conntrack(ns: string, q: ConntrackQuery): Promise<ConntrackEntry[]> {
+    return this.once(`ct ${ns} ${JSON.stringify(q)}`, async () => {
+      const args = ['conntrack', '-L', '-f', q.family === 4 ? 'ipv4' : 'ipv6', '-p', q.proto === 'icmp' && q.family === 6 ? 'icmpv6' : q.proto, '--orig-src', q.src, '--orig-dst', q.dst];
+      if (q.dport !== undefined && q.proto !== 'icmp') args.push('--dport', String(q.dport));
+      try {
+        const r = await spawnCapture(nsExecArgv({ kind: 'name', name: ns }, args));
+        return r.exitCode === 0 ? parseConntrack(r.stdout) : [];
+      } catch {
+        return []; // conntrack-tools not installed
+      }
+    });
+  }
+
+  xtRecent(ns: string, name: string): Promise<string[] | undefined> {
+    return this.once(`recent ${ns} ${name}`, async () => {
+      if (!/^[A-Za-z0-9_.-]+$/.test(name)) return undefined;
+      const r = await spawnCapture(nsExecArgv({ kind: 'name', name: ns }, ['cat', `/proc/net/xt_recent/${name}`]));
+      if (r.exitCode !== 0) return undefined;
+      return [...r.stdout.matchAll(/^src=(\S+)/gm)].map((m) => m[1]);
+    });
+  }
+}
+
+/** `conntrack -L` lines: "tcp 6 117 TIME_WAIT src=.. dst=.. sport=.. dport=.. src=.. dst=.. sport=.. dport=.. [ASSURED] mark=0 use=1". */
+export function parseConntrack(text: string): ConntrackEntry[] {
+  const out: ConntrackEntry[] = [];
+  for (const line of text.split('\n')) {
+    const words = line.trim().split(/\s+/);
+    if (!words.some((w) => w.startsWith('src='))) continue;
+    // with -o extended the line starts with the L3 protocol and its number
+    if (words[0] === 'ipv4' || words[0] === 'ipv6') words.splice(0, 2);
+    const e: ConntrackEntry = { proto: words[0], orig: { src: '', dst: '' }, reply: { src: '', dst: '' }, flags: [] };
+    if (/^\d+$/.test(words[2] ?? '')) e.timeout = Number(words[2]);
+    let dir: 'orig' | 'reply' | undefined;
+    for (const w of words.slice(3)) {
+      const kv = /^(\w+)=(.*)$/.exec(w);
+      if (!kv) {
+        if (/^\[.*\]$/.test(w)) e.flags.push(w.slice(1, -1));
+        else if (/^[A-Z_]+$/.test(w) && !dir) e.state = w;
+        continue;
+      }
+      const [, k, v] = kv;
+      if (k === 'src') dir = dir === undefined ? 'orig' : 'reply';
+      if (k === 'mark') e.mark = Number(v);
+      if (!dir || !['src', 'dst', 'sport', 'dport'].includes(k)) continue;
+      const t = e[dir];
+      if (k === 'src' || k === 'dst') t[k] = v;
+      else t[k as 'sport' | 'dport'] = Number(v);
+    }
+    out.push(e);
+  }
+  return out;
 }

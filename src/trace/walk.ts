@@ -9,6 +9,7 @@
 import type { Link } from '../kernel/index.js';
 import { contains, parseCidr, tryParseCidr, tryParseIP } from '../util/ip.js';
 import type { FibAnswer, TraceView } from './view.js';
+import { traceHook, type NfCarry, type NfHook } from './netfilter.js';
 import type { Hop, Step, TraceQuery, TraceResult } from './types.js';
 
 const MAX_HOPS = 40;
@@ -22,6 +23,8 @@ interface Packet {
   sport?: number;
   dport?: number;
   size: number;
+  /** netfilter state in the current namespace (mark, NAT done), from hook to hook */
+  nf?: NfCarry;
 }
 
 /** A packet inside a tunnel: the outer header, and what is resumed when it is decapsulated. */
@@ -117,6 +120,9 @@ class Walker {
   async l3(ns: string, iif: string | undefined, pkt: Packet, tun: Tunnel | undefined, arrived?: Hop): Promise<void> {
     // a frame that crossed into this namespace already has its hop (in = the port it came in on)
     const hop = arrived && arrived.ns === ns ? arrived : this.newHop(ns, iif, pkt, tun);
+    // netfilter before routing: prerouting for a packet that arrived (its state starts anew in this
+    // namespace), output for one sent from here; a DNAT sends the rest of the walk to the endpoint
+    pkt = await this.netfilter(hop, ns, iif ? 'prerouting' : 'output', iif ? { ...pkt, nf: undefined } : pkt, { iif }, tun);
     const fib = await this.view.fib(ns, { dst: pkt.dst, src: pkt.src, iif, proto: pkt.proto as 'tcp', sport: pkt.sport, dport: pkt.dport });
     if (fib.type === 'error') throw this.fail(hop, 'route', `no route to ${pkt.dst}${iif ? ` for a packet from ${pkt.src} in on ${iif}` : ''}: ${fib.error}${this.whoseSubnet(ns, pkt.dst)}`, fib.command);
     const entry = fib.entry;
@@ -127,6 +133,7 @@ class Walker {
     }
     if (fib.type === 'local') {
       this.ok(hop, 'route', `${pkt.dst} is local here (table ${fib.table ?? 'local'})`, fib.command, obj);
+      pkt = await this.netfilter(hop, ns, 'input', pkt, { iif: iif ?? 'lo' }, tun);
       if (tun) return this.decap(hop, ns, pkt, tun);
       const owner = (await this.view.addresses(ns)).find((a) => a.address === pkt.dst);
       this.ok(hop, 'deliver', `delivered: ${pkt.dst}${owner ? ` on ${owner.ifname}` : ''} in ${ns}`);
@@ -144,12 +151,27 @@ class Walker {
       throw this.fail(hop, 'mtu', `a ${wire}-byte packet does not fit ${out.name}'s MTU ${out.mtu} (DF set: dropped, the sender gets "fragmentation needed")`, ipCmd(ns, `link show ${out.name}`), { mtu: out.mtu, size: wire });
     }
     this.ok(hop, 'mtu', `${wire} bytes fit ${out.name}'s MTU ${out.mtu}`);
+    // netfilter after the routing decision: forward (a packet passing through), then postrouting (masquerade)
+    if (iif) pkt = await this.netfilter(hop, ns, 'forward', pkt, { iif, oif: out.name }, tun);
+    pkt = await this.netfilter(hop, ns, 'postrouting', pkt, { ...(iif ? { iif } : {}), oif: out.name, ...(fib.prefsrc ? { prefsrc: fib.prefsrc } : {}) }, tun);
     if (out.kind === 'tun') return this.tunEncap(hop, ns, out, pkt);
     const nh = fib.gateway ?? pkt.dst;
     const mac = await this.neighbour(hop, ns, out, nh);
     if (out.kind === 'vxlan') return this.encap(hop, ns, out, mac, pkt);
     const at = await this.l2Transmit(hop, ns, out, mac);
     return this.l3(at.ns, at.dev, pkt, tun, at.hop);
+  }
+
+  /** Netfilter at a hook here (src/trace/netfilter.ts): its steps on this hop; a drop breaks the walk; a NAT changes the packet for the rest of it. */
+  private async netfilter(hop: Hop, ns: string, hook: NfHook, pkt: Packet, io: { iif?: string; oif?: string; prefsrc?: string }, tun: Tunnel | undefined): Promise<Packet> {
+    const family = pkt.dst.includes(':') ? 6 : 4;
+    const r = await traceHook(this.view, { ns, hook, pkt: { family, src: pkt.src, dst: pkt.dst, proto: pkt.proto, sport: pkt.sport, dport: pkt.dport, size: pkt.size }, carry: pkt.nf, ...io });
+    if (!r) return pkt;
+    hop.steps.push(...r.steps);
+    if (r.broken) throw new Broken(r.steps[r.steps.length - 1].text);
+    // the packet as it is in this namespace: after a DNAT, the endpoint's address
+    if (!tun && (hook === 'prerouting' || hook === 'output')) hop.packet.dst = r.pkt.dst;
+    return { ...pkt, src: r.pkt.src, dst: r.pkt.dst, sport: r.pkt.sport, dport: r.pkt.dport, nf: r.carry };
   }
 
   /**
