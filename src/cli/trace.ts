@@ -19,6 +19,7 @@ interface TraceOpts {
   ipv6?: boolean;
   output: 'text' | 'json';
   verify?: boolean;
+  verifyWindow?: string;
 }
 
 export function registerTraceCommands(program: Command): void {
@@ -34,6 +35,7 @@ export function registerTraceCommands(program: Command): void {
     .option('--from-netns <path>', 'on a real node: send from this network namespace (/run/netns/NAME); SRC an address in it or "-"')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
     .option('--verify', 'send a real packet of this 5-tuple from SRC, traced by the kernel (nftables nftrace in a short-lived table podnet-trace-* per namespace, removed afterwards), and say per hop whether the kernel agrees')
+    .option('--verify-window <ms>', 'with --verify: how long to wait for the packet at the end of the path', '1500')
     .addHelpText(
       'after',
       '\nSRC, DST: a lab pod or node name (NAME or NAME:PORT), an IP, or IP:PORT ([IPv6]:PORT).\nExit codes: 0 the path is complete (and with --verify the kernel agrees on every hop), 1 it breaks (the first broken hop is named) or with --verify the kernel disagrees, 2 bad usage.',
@@ -50,6 +52,8 @@ export function registerTraceCommands(program: Command): void {
             throw new TraceUsageError((e as Error).message);
           }
         }
+        const windowMs = Number(o.verifyWindow);
+        if (!Number.isInteger(windowMs) || windowMs < 1 || windowMs > 600_000) throw new TraceUsageError(`--verify-window must be an integer 1-600000 (ms), not ${JSON.stringify(o.verifyWindow)}`);
         const r = await traceRequest(src, dst, { ...o, lab });
         if (o.verify) {
           const { destinationNamespace, verifyTrace } = await import('../trace/verify.js');
@@ -65,7 +69,7 @@ export function registerTraceCommands(program: Command): void {
             const owner = destinationNamespace(r.query.dst, lab ? Object.keys(labNamespaces(lab)) : named());
             if (owner) watch = [owner];
           }
-          r.verify = await verifyTrace(r, { watch });
+          r.verify = await verifyTrace(r, { watch, windowMs });
         }
         if (o.output === 'json') console.log(JSON.stringify(r, null, 2));
         else {

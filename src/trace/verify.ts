@@ -263,11 +263,15 @@ function senderArgv(q: TraceResult['query']): string[] {
 }
 
 /** Links of a namespace by name with their bridge (master), to relate a bridge port to the bridge's IP layer. */
+const mastersMemo = new Map<string, Map<string, string | undefined>>();
 function masters(ns: string): Map<string, string | undefined> {
+  const hit = mastersMemo.get(ns);
+  if (hit) return hit;
   const r = spawnSync('ip', ['-j', '-n', ns, 'link', 'show'], { encoding: 'utf8' });
   const m = new Map<string, string | undefined>();
   if (r.status !== 0) return m;
   for (const l of JSON.parse(r.stdout || '[]') as { ifname: string; master?: string }[]) m.set(l.ifname, l.master);
+  mastersMemo.set(ns, m);
   return m;
 }
 
@@ -282,16 +286,40 @@ export function destinationNamespace(addr: string, candidates: string[]): string
   return undefined;
 }
 
+/** `nft ARGS` in a namespace (input on stdin), as its exit code and stderr. */
+function nft(ns: string, args: string[], track: ChildProcess[], input?: string): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn('ip', ['netns', 'exec', ns, 'nft', ...args], { stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'] });
+    // tracked: an add still running when the verify is interrupted is stopped before the tables are deleted
+    track.push(p);
+    let stderr = '';
+    p.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+    p.on('error', (e) => resolve({ code: null, stderr: e.message }));
+    p.on('close', (code) => resolve({ code, stderr }));
+    if (p.stdin) {
+      p.stdin.on('error', () => undefined); // nft gone before reading: its exit code and stderr say why
+      p.stdin.end(input);
+    }
+  });
+}
+
+/** Whether a process still runs (not gone, not a zombie); a child that exited is a zombie until reaped. */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
 /** What podnet made for one verify: undone in every case (finally, signal, exit). */
 class Leftovers {
   readonly tables: { ns: string; family: string; name: string }[] = [];
   readonly procs: ChildProcess[] = [];
-  private done = false;
 
-  /** Synchronous, so that it also runs from a signal or exit handler. */
+  /** Synchronous, so that it also runs from a signal or exit handler; idempotent. */
   undo(): void {
-    if (this.done) return;
-    this.done = true;
     for (const p of this.procs) {
       if (p.pid !== undefined && p.exitCode === null && p.signalCode === null) {
         try {
@@ -301,7 +329,20 @@ class Leftovers {
         }
       }
     }
-    for (const t of this.tables) spawnSync('ip', ['netns', 'exec', t.ns, 'nft', 'delete', 'table', t.family, t.name], { stdio: 'ignore' });
+    // until each stopped process has terminated (a zombie, or reaped), up to 2 s: also when the
+    // process exits right after this (from a signal handler), nothing it started still runs, and
+    // no table add still in flight can land after the tables are deleted
+    const until = Date.now() + 2000;
+    const sleep = new Int32Array(new SharedArrayBuffer(4));
+    for (const p of this.procs) {
+      while (p.pid !== undefined && p.exitCode === null && p.signalCode === null && running(p.pid) && Date.now() < until) Atomics.wait(sleep, 0, 0, 5);
+    }
+    // one transaction per namespace (its tables were added in one); table by table when that fails
+    for (const ns of new Set(this.tables.map((t) => t.ns))) {
+      const ts = this.tables.filter((t) => t.ns === ns);
+      const all = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: ts.map((t) => `delete table ${t.family} ${t.name}\n`).join(''), stdio: ['pipe', 'ignore', 'ignore'] });
+      if (all.status !== 0) for (const t of ts) spawnSync('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', t.family, t.name], { stdio: 'ignore' });
+    }
   }
 }
 
@@ -407,12 +448,10 @@ export async function verifyTrace(r: TraceResult, o: VerifyOptions = {}): Promis
         await new Promise((res) => setTimeout(res, 5));
       }
     }
-    for (const ns of all) {
-      for (const family of ['inet', 'bridge']) left.tables.push({ ns, family, name });
-      const rs = traceRuleset(name, variants.get(ns)!, q);
-      const add = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: rs, encoding: 'utf8' });
-      if (add.status !== 0) throw new Error(`adding the trace table in ${ns}: ${add.stderr.trim()}`);
-    }
+    for (const ns of all) for (const family of ['inet', 'bridge']) left.tables.push({ ns, family, name });
+    const added = await Promise.all(all.map((ns) => nft(ns, ['-f', '-'], left.procs, traceRuleset(name, variants.get(ns)!, q))));
+    const failed = added.findIndex((a) => a.code !== 0);
+    if (failed >= 0) throw new Error(`adding the trace table in ${all[failed]}: ${added[failed].stderr.trim()}`);
     o.onArmed?.(left.tables.slice());
 
     // the packet; collection ends when the path's last namespace saw it delivered, or after the window
@@ -431,7 +470,7 @@ export async function verifyTrace(r: TraceResult, o: VerifyOptions = {}): Promis
     await Promise.race([endMon.waitLine(arrived, windowMs), senderFailed]);
 
     // barrier: a ruleset change each monitor prints only after every trace event before it
-    for (const ns of all) spawnSync('ip', ['netns', 'exec', ns, 'nft', 'add', 'chain', 'inet', name, 'barrier'], { stdio: 'ignore' });
+    await Promise.all(all.map((ns) => nft(ns, ['add', 'chain', 'inet', name, 'barrier'], left.procs)));
     const flushed = await Promise.all(monitors.map((m) => m.waitLine((l) => l.startsWith(`add chain inet ${name} barrier`), 3000)));
     const late = monitors.filter((_, k) => !flushed[k]).map((m) => m.ns);
     if (late.length) throw new Error(`nft monitor in ${late.join(', ')} did not print the barrier within 3 s`);
@@ -451,6 +490,9 @@ export async function verifyTrace(r: TraceResult, o: VerifyOptions = {}): Promis
       const translated = all.filter((s) => s.family === 'inet' && s.hook && OUT_HOOKS.includes(s.hook) && !known.some((v) => matches(s, v)));
       return judge(h, i, r, ss, masters(h.ns), destReached, senderState, translated);
     });
+    // where the kernel lost it: the first hop not seen after one that was
+    const lost = hops.findIndex((h, i) => !h.seen && i > 0 && hops[i - 1].seen);
+    if (lost > 0) hops[lost].detail += ` (last seen at hop ${lost}, ${hops[lost - 1].ns})`;
     const others = beyond.map((ns) => {
       const ss = (sightings.get(ns) ?? []).filter((s) => matches(s, { src: q.src, dst: q.dst }));
       const delivered = ss.some((s) => s.family !== 'bridge' && s.hook === 'input');
