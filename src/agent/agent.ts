@@ -17,12 +17,23 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   const log = createLogger({ subsys: 'agent', level: o.logLevel as Level });
   process.on('uncaughtException', (e) => log.error('uncaught exception (request isolated, agent keeps serving)', { error: e.stack }));
   process.on('unhandledRejection', (e) => log.error('unhandled rejection', { error: String(e) }));
+  // the signal handlers come first: a SIGTERM while the agent starts is a clean stop too (the
+  // default action would kill it between two steps)
+  let srv: Awaited<ReturnType<typeof startCniServer>> | undefined;
+  let cluster: { stop(): Promise<void>; bgpStatus?: () => unknown } | undefined;
+  const stop = async (sig: string) => {
+    log.info('stopping', { signal: sig, served: srv?.stats.requests ?? 0 });
+    await cluster?.stop();
+    await srv?.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
   // CNI is served first: until the lease exists, STATUS answers 50 and ADD 11 (no subnet file yet)
   // one JSON line per CNI call in the same file the standalone plugin writes
   const controls: ControlHandlers = new Map();
-  const srv = await startCniServer({ socket: o.socket, log, cniLog: cniLogger(), controls });
+  srv = await startCniServer({ socket: o.socket, log, cniLog: cniLogger(), controls });
   log.info('podnet agent serving CNI', { pid: process.pid, socket: o.socket });
-  let cluster: { stop(): Promise<void>; bgpStatus?: () => unknown } | undefined;
   if (o.config || o.store) {
     if (!o.config || !o.store) {
       await srv.close();
@@ -37,12 +48,4 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       throw e;
     }
   }
-  const stop = async (sig: string) => {
-    log.info('stopping', { signal: sig, served: srv.stats.requests });
-    await cluster?.stop();
-    await srv.close();
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
 }
