@@ -440,6 +440,8 @@ function matches(pattern: unknown, v: Val, sets?: Map<string, NftSet>): boolean 
     const [lo, hi] = pattern.range as unknown[];
     return inRange(lo, hi, v);
   }
+  // an interface name pattern: "veth*" matches every name starting with veth
+  if (typeof pattern === 'string' && pattern.endsWith('*') && !pattern.endsWith('\\*') && typeof v === 'string') return v.startsWith(pattern.slice(0, -1));
   if (typeof pattern === 'string' || typeof pattern === 'number') return norm(pattern) === norm(v as string | number);
   return undefined;
 }
@@ -501,6 +503,8 @@ interface Branch {
   accepted: RuleRef[];
   /** affinity records the packet makes on the way: set (or recent list) and timeout */
   pins: { set: string; timeout?: number }[];
+  /** xt_recent lists checked on the way (iptables' ClientIP affinity): whether the client is on it */
+  recent: { name: string; seconds?: number; on: boolean }[];
 }
 
 /** A new mark; the rule is remembered as the one that set it only when it sets bits (clearing one keeps who set it). */
@@ -523,6 +527,7 @@ function fork(b: Branch, p: number): Branch {
     bound: b.bound,
     accepted: [...b.accepted],
     pins: [...b.pins],
+    recent: [...b.recent],
   };
 }
 
@@ -1078,7 +1083,10 @@ class Evaluator {
           const list = this.ctx.recent.get(name);
           const ip = opt('rdest') ? pkt.dst : pkt.src;
           if (list === undefined) return undefined;
-          if (!list.some((x) => canonicalIP(x) === canonicalIP(ip))) return check.neg;
+          const on = list.some((x) => canonicalIP(x) === canonicalIP(ip));
+          const secs = opt('seconds')?.values[0];
+          b.recent.push({ name, ...(secs ? { seconds: Number(secs) } : {}), on });
+          if (!on) return check.neg;
           // on the list: whether it was seen within --seconds this trace does not tell
           return opt('seconds') ? undefined : !check.neg;
         }
@@ -1292,7 +1300,7 @@ export function evaluateHook(tables: NfTable[], input: HookInput): Outcome[] {
     tables,
     recent: input.recent ?? new Map(),
   };
-  const b: Branch = { p: 1, pkt: { ...input.pkt }, c: { mark: 0, ...input.carry }, trail: [], maybe: [], bound: false, accepted: [], pins: [] };
+  const b: Branch = { p: 1, pkt: { ...input.pkt }, c: { mark: 0, ...input.carry }, trail: [], maybe: [], bound: false, accepted: [], pins: [], recent: [] };
   return new Evaluator(ctx).hook(b);
 }
 
@@ -1432,7 +1440,14 @@ export function explainHook(outs: Outcome[], input: HookInput, naming: Naming, c
   if (dnat) steps.push(explainDnat(accepts, chosen, input, naming, fe(), dropNote, local));
   const snat = b.c.snat && !input.carry?.snat ? b.c.snat : undefined;
   if (snat) {
-    const why = snat.rule.chain === 'nat-postrouting' || snat.rule.chain === 'PODNET-POSTROUTING' ? masqReason(b.c, snat.src) : undefined;
+    const why =
+      snat.rule.chain === 'nat-postrouting' || snat.rule.chain === 'PODNET-POSTROUTING'
+        ? masqReason(b.c, snat.src)
+        : snat.rule.engine === 'nft' && snat.rule.table === 'podnet-cluster'
+          ? "the agent's masquerade: from the cluster network to outside it"
+          : snat.rule.engine === 'nft' && snat.rule.table === 'podnet'
+            ? "the CNI's ipMasq: a pod's traffic to outside the cluster networks"
+            : undefined;
     const kind = /masquerade|MASQUERADE/.test(snat.rule.text) ? 'masqueraded' : 'SNAT-ed';
     steps.push(
       nfStep(true, `${input.hook}: ${kind}: source ${snat.src} -> ${b.pkt.src}${b.pkt.sport !== orig.sport ? `:${b.pkt.sport}` : ''} by ${where(snat.rule)}${why ? ` (${why})` : ''}${!dnat ? dropNote : ''}`, snat.rule, {
@@ -1445,7 +1460,8 @@ export function explainHook(outs: Outcome[], input: HookInput, naming: Naming, c
     );
   }
   if (!dnat && !snat && dropNote) steps.push(nfStep(true, `${input.hook}: accepted${dropNote}`));
-  if (b.c.untracked && !input.carry?.untracked) steps.push(nfStep(true, `${input.hook}: not tracked by conntrack (${where(b.c.untracked)}: ${b.c.untracked.text}): no NAT applies to it`, b.c.untracked, { rule: where(b.c.untracked) }));
+  // podnet's own notrack (the tunnel's UDP packets) is by design and said nowhere; another table's is worth a line
+  if (b.c.untracked && !input.carry?.untracked && !isPodnet(b.c.untracked)) steps.push(nfStep(true, `${input.hook}: not tracked by conntrack (${where(b.c.untracked)}: ${b.c.untracked.text}): no NAT applies to it`, b.c.untracked, { rule: where(b.c.untracked) }));
   if (conntrack?.length) steps.push(conntrackStep(conntrack, orig, ns, exact));
   return { steps, broken: false, pkt: b.pkt, carry: b.c };
 }
@@ -1481,8 +1497,11 @@ function explainDrop(o: Outcome, input: HookInput, naming: Naming, fe: string, l
     return { kind: 'netfilter', text, ok: false, object: { ...object, service: fe }, command: cmd };
   }
   const whose = isPodnet(by) ? "podnet's" : 'foreign';
-  const what = by.pos === 0 ? `the chain's policy is ${o.base?.base?.policy ?? 'drop'}` : `rule: ${by.text}`;
-  return { kind: 'netfilter', text: `${input.hook}: ${how} by ${whose} ${where(by)} (${what}${o.base && o.base.name !== by.chain ? `; reached from base chain ${o.base.name}, hook ${o.base.base!.hook} priority ${o.base.base!.prio}` : o.base ? `; hook ${o.base.base!.hook} priority ${o.base.base!.prio}` : ''})`, ok: false, object, command: cmd };
+  const base = o.base ? `${o.base.name !== by.chain ? `reached from base chain ${o.base.name}, ` : ''}hook ${o.base.base!.hook} priority ${o.base.base!.prio}` : '';
+  const text = by.pos === 0
+    ? `${input.hook}: ${how} by the policy ${o.base?.base?.policy ?? 'drop'} of ${whose} table ${tableName(by)} chain ${by.chain}${base ? ` (${base})` : ''}`
+    : `${input.hook}: ${how} by ${whose} ${where(by)}: ${by.text}${base ? ` (${base})` : ''}`;
+  return { kind: 'netfilter', text, ok: false, object, command: cmd };
 }
 
 function explainDnat(accepts: Group[], chosen: Group, input: HookInput, naming: Naming, fe: string, dropNote: string, local: Set<string>): Step {
@@ -1526,16 +1545,13 @@ function explainDnat(accepts: Group[], chosen: Group, input: HookInput, naming: 
   } else if (podnet && rule.engine === 'xt') {
     const svc = b.trail.find((h) => /^PODNET-(SVC|SVL)-/.test(h.to ?? ''));
     if (svc) parts.push(`PODNET-SERVICES -> ${svc.to}${/^PODNET-SVL-/.test(svc.to!) ? ' (local endpoints only)' : ''}`);
-    const aff = b.trail.find((h) => /--rcheck --seconds (\d+)/.test(h.rule.text));
-    const affAny = accepts.some((g) => g.first.b.trail.some((h) => /--rcheck/.test(h.rule.text))) || b.maybe.some((m) => /--rcheck/.test(m.rule.text));
-    if (aff) {
-      const s = /--seconds (\d+)/.exec(aff.rule.text)![1];
-      object.affinity = { timeoutSeconds: Number(s), pinnedBy: /--name (\S+)/.exec(aff.rule.text)?.[1] };
-      parts.push(`ClientIP affinity ${s} s: this client is on recent list ${/--name (\S+)/.exec(aff.rule.text)?.[1]}`);
-    } else if (affAny) {
-      const s = /--seconds (\d+)/.exec([...b.maybe.map((m) => m.rule.text), ...accepts.flatMap((g) => g.first.b.trail.map((h) => h.rule.text))].find((t) => /--rcheck/.test(t)) ?? '')?.[1];
-      object.affinity = { timeoutSeconds: Number(s) };
-      parts.push(`ClientIP affinity ${s} s (recent lists per endpoint): a client seen within ${s} s goes to the same endpoint`);
+    // ClientIP affinity: a recent list per endpoint, checked before the random pick
+    const checked = b.recent.length ? b.recent : b.maybe.filter((m) => /--rcheck/.test(m.rule.text)).map((m) => ({ name: /--name (\S+)/.exec(m.rule.text)?.[1] ?? '', seconds: Number(/--seconds (\d+)/.exec(m.rule.text)?.[1]), on: true }));
+    if (checked.length) {
+      const secs = checked[0].seconds;
+      const on = checked.filter((r) => r.on).map((r) => r.name);
+      object.affinity = { timeoutSeconds: secs, lists: checked.map((r) => r.name), ...(on.length ? { clientOn: on } : {}) };
+      parts.push(`ClientIP affinity ${secs} s (recent lists per endpoint): ${on.length ? `this client is on ${on.join(', ')}, so it goes to that endpoint if it was seen within ${secs} s` : 'this client is on none of them yet, so one is picked at random and recorded'}`);
     }
   }
   if (b.c.mark & 0x4000 && podnet) {
