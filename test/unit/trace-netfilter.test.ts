@@ -423,6 +423,19 @@ describe('trace netfilter: podnet-proxy (iptables)', () => {
     assert.match(again.pass.steps.at(-1)!.text, new RegExp(`this client is on ${sep}, so it goes to that endpoint if it was seen within 600 s`));
   });
 
+  it("a foreign iptables FORWARD policy DROP (as Docker sets it), with legacy iptables: dropped there, the legacy command named", () => {
+    const legacy = `*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A DOCKER-USER -j RETURN\nCOMMIT\n`;
+    const t = [...tablesFromIptablesSave(legacy, 4, 'legacy'), ...xt()];
+    const { pass } = run(t, { hook: 'forward', pkt: tcp(XA, XB, 80), iif: 'podnet0', oif: 'podnet.1', local });
+    assert.equal(pass.broken, true);
+    const s = pass.steps.at(-1)!;
+    assert.equal(s.text, 'forward: dropped by the policy drop of foreign table iptables-legacy filter chain FORWARD (hook forward priority 0)');
+    assert.equal(s.command, 'ip netns exec n1 iptables-legacy -t filter -L FORWARD -n -v --line-numbers');
+    // an established flow out of docker0 would be accepted: not this one (new, out on podnet.1)
+    const toDocker = run(t, { hook: 'forward', pkt: tcp(XA, XB, 80), iif: 'podnet0', oif: 'docker0', local }).pass;
+    assert.equal(toDocker.broken, true, 'a new flow is not RELATED,ESTABLISHED');
+  });
+
   it("nft's JSON of the iptables-nft tables is left to iptables-save (xt matches nft cannot show)", () => {
     const doc = { nftables: [{ table: { family: 'ip', name: 'nat', handle: 5 } }, { table: { family: 'inet', name: 'podnet', handle: 9 } }] };
     assert.deepEqual(tablesFromNftJson(doc, isXtablesName).map((t) => t.name), ['podnet']);
