@@ -25,7 +25,7 @@ interface TraceOpts {
 export function registerTraceCommands(program: Command): void {
   program
     .command('trace <src> <dst>')
-    .description('the path a packet takes from SRC to DST, hop by hop, as the kernel decides it now (FIB, neighbours, bridge FDB, veth, VXLAN), or the first hop where it breaks')
+    .description('the path a packet takes from SRC to DST, hop by hop, as the kernel decides it now (netfilter and services, FIB, neighbours, bridge FDB, veth, VXLAN, podnet-tund), or the first hop where it breaks; --verify proves it with a real packet')
     .addOption(new Option('--proto <proto>', 'the packet\'s protocol (default: tcp with a port, else icmp)').choices(['tcp', 'udp', 'icmp']))
     .option('--port <n>', 'destination port (also DST as IP:PORT or NAME:PORT)')
     .option('--sport <n>', 'source port (default 40000)')
@@ -38,7 +38,7 @@ export function registerTraceCommands(program: Command): void {
     .option('--verify-window <ms>', 'with --verify: how long to wait for the packet at the end of the path', '1500')
     .addHelpText(
       'after',
-      '\nSRC, DST: a lab pod or node name (NAME or NAME:PORT), an IP, or IP:PORT ([IPv6]:PORT).\nExit codes: 0 the path is complete (and with --verify the kernel agrees on every hop), 1 it breaks (the first broken hop is named) or with --verify the kernel disagrees, 2 bad usage.',
+      '\nSRC, DST: a lab pod or node name (NAME or NAME:PORT), a service (svc/NAME, svc/NAME:PORT; the protocol of its port unless --proto), an IP, or IP:PORT ([IPv6]:PORT).\nExit codes: 0 the path is complete (and with --verify the kernel agrees on every hop), 1 it breaks (the first broken hop is named) or with --verify the kernel disagrees, 2 bad usage.',
     )
     .action(async (src: string, dst: string, o: TraceOpts) => {
       const { TraceUsageError, traceRequest } = await import('../trace/query.js');

@@ -36,7 +36,7 @@ export function buildQuery(src: string, dst: string, o: TraceRequest): { q: Trac
   const family = o.ipv6 ? 6 : undefined;
   let roles: Record<string, string>;
   let s: { label: string; ip: string; ns?: string };
-  let d: { label: string; ip: string; port?: number };
+  let d: { label: string; ip: string; port?: number; proto?: 'tcp' | 'udp' };
   if (o.fromNetns) {
     // a real node: the source namespace by path (/run/netns/NAME) or name, the walk over every named one
     const name = basename(o.fromNetns);
@@ -76,7 +76,8 @@ export function buildQuery(src: string, dst: string, o: TraceRequest): { q: Trac
   }
   if (s.ip.includes(':') !== d.ip.includes(':')) throw new TraceUsageError(`SRC ${s.ip} and DST ${d.ip} are of different IP families (-6 picks IPv6 addresses of names)`);
   const dport = intIn(o.port, 1, 65535, '--port') ?? d.port;
-  const proto: Proto = o.proto ?? (dport !== undefined ? 'tcp' : 'icmp');
+  // a service port says its protocol (svc/dns:53 is UDP); --proto overrides it
+  const proto: Proto = o.proto ?? d.proto ?? (dport !== undefined ? 'tcp' : 'icmp');
   if (proto === 'icmp' && dport !== undefined) throw new TraceUsageError('--proto icmp has no port');
   const q: TraceQuery = {
     fromNs: s.ns!,
