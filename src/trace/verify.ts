@@ -396,8 +396,11 @@ function judge(
   if (h.out !== undefined && !outs.some((d) => eq(d, h.out!))) wrong.push(outs.length ? `leave on ${outs.join(', ')} instead of ${h.out}` : `${delivered ? 'delivered here' : 'leave on no device'} instead of leaving on ${h.out}`);
   if (h.out === undefined && (last === 'deliver' || last === 'decap') && !delivered) wrong.push(outs.length ? `forwarded out ${outs.join(', ')} instead of delivered here` : 'pass no input hook here instead of being delivered');
   // the packet left as no hop of the explanation has it: translated (NAT) on the way out
-  const as = uniq(translated.filter((t) => h.out !== undefined && t.oif !== undefined && eq(t.oif, h.out)).map((t) => `${t.src} -> ${t.dst}`));
-  if (as.length) wrong.push(`leave on ${h.out} as ${as.join(', ')} (translated) instead of ${h.packet.src} -> ${h.packet.dst}`);
+  const q = r.query;
+  const ep = (a: string | undefined, port: number | undefined) => (port !== undefined ? `${a?.includes(':') ? `[${a}]` : a}:${port}` : `${a}`);
+  const as = uniq(translated.filter((t) => h.out !== undefined && t.oif !== undefined && eq(t.oif, h.out)).map((t) => `${ep(t.src, t.sport)} -> ${ep(t.dst, t.dport)}`));
+  const expected = `${ep(h.packet.src, same(h.packet.src, q.src) ? q.sport : undefined)} -> ${ep(h.packet.dst, same(h.packet.dst, q.dst) ? q.dport : undefined)}`;
+  if (as.length) wrong.push(`leave on ${h.out} as ${as.join(', ')} (translated) instead of ${expected}`);
   if (drop) wrong.push(`dropped by ${drop} instead of passed on`);
   if (wrong.length) return { ...base, seen: true, agrees: false, detail: `kernel saw it ${wrong.join('; ')}` };
   return { ...base, seen: true, agrees: true, detail: `kernel agrees: seen ${saw}` };
@@ -416,7 +419,13 @@ export async function verifyTrace(r: TraceResult, o: VerifyOptions = {}): Promis
   const all = [...pathNs, ...beyond];
   // the variants of the packet per namespace: each hop's there, and the query's for a watched namespace
   const variants = new Map<string, Variant[]>(all.map((ns) => [ns, []]));
-  for (const h of r.hops) variants.get(h.ns)!.push(variantOf(h));
+  // the packet as it arrives from another namespace is marked too: a DNAT here (the hop already
+  // has the translated header) happens after the prerouting mark
+  r.hops.forEach((h, i) => {
+    variants.get(h.ns)!.push(variantOf(h));
+    const prev = r.hops[i - 1];
+    if (prev && prev.ns !== h.ns) variants.get(h.ns)!.push(variantOf(prev));
+  });
   for (const ns of beyond) variants.get(ns)!.push({ src: q.src, dst: q.dst });
   if (!variants.get(q.fromNs)) throw new Error(`the explained path does not start in ${q.fromNs}`);
 
@@ -481,13 +490,20 @@ export async function verifyTrace(r: TraceResult, o: VerifyOptions = {}): Promis
     const endDelivered = (sightings.get(endNs) ?? []).some(isDelivery);
     const destReached = (beyond.length > 0 || r.verdict === 'complete') && endDelivered;
     const hops = r.hops.map((h, i) => {
-      // the packet leaving a hop may already look like the next one's (a NAT on the way out)
+      // the packet may arrive as the previous hop had it, and leave as the next one has it (NAT here)
       const next = r.hops[i + 1];
-      const vs = [variantOf(h), ...(next && next.ns !== h.ns ? [variantOf(next)] : [])];
+      const prev = r.hops[i - 1];
+      const vs = [variantOf(h), ...(prev && prev.ns !== h.ns ? [variantOf(prev)] : []), ...(next && next.ns !== h.ns ? [variantOf(next)] : [])];
       const all = sightings.get(h.ns) ?? [];
       const ss = all.filter((s) => vs.some((v) => matches(s, v)));
       const known = variants.get(h.ns)!.concat(next ? [variantOf(next)] : []);
-      const translated = all.filter((s) => s.family === 'inet' && s.hook && OUT_HOOKS.includes(s.hook) && !known.some((v) => matches(s, v)));
+      // a translated packet keeps its protocol; a packet line without one is one nft decoded by a
+      // stale link-layer header (an encapsulated packet after routing: the inner frame's EtherType)
+      const l4 = q.proto === 'icmp' ? (q.dst.includes(':') ? 'icmpv6' : 'icmp') : q.proto;
+      // or, after source NAT (the last postrouting chain), the query's source with another source port
+      // (a NAT clash with a conntrack entry of the same tuple): the next namespaces' marks match the query's port
+      const portMoved = (s: Sighting) => s.late === true && q.proto !== 'icmp' && same(s.src, q.src) && s.sport !== undefined && s.sport !== q.sport;
+      const translated = all.filter((s) => s.family === 'inet' && s.hook && OUT_HOOKS.includes(s.hook) && s.src && s.dst && s.l4 === l4 && (!known.some((v) => matches(s, v)) || portMoved(s)));
       return judge(h, i, r, ss, masters(h.ns), destReached, senderState, translated);
     });
     // where the kernel lost it: the first hop not seen after one that was

@@ -1,7 +1,7 @@
 // `podnet trace --verify` in a real vxlan lab: a real packet of the query's 5-tuple, traced by the
 // kernel (nftrace in a short-lived table of podnet's own per namespace), checked hop by hop against
 // the explanation. Across nodes (ICMP and a TCP SYN from the fixed source port, through the VXLAN
-// tunnel) and on one node every hop agrees; a drop rule the kernel applies shows as a disagreement
+// tunnel), to a service's cluster IP (DNAT on the node) and on one node every hop agrees; a drop rule the kernel applies shows as a disagreement
 // (or, where the explanation already names it, as a break the kernel agrees with); a deleted peer
 // route is a break past which the destination never sees the packet. After every run, and after a
 // run interrupted by SIGINT while its tables exist, no podnet-trace table is left in any of the
@@ -47,7 +47,7 @@ function trace(args: string[]): { code: number; r?: TraceResult; out: string; er
 
 const labNamespaces = () => [st.fabricNs, ...Object.values(st.nodes).map((n) => n.ns), ...Object.values(st.pods).map((p) => p.ns)];
 
-/** What a verify may have left behind: podnet-trace tables, and `nft monitor` processes in the lab's namespaces. */
+/** What a verify may have left behind: podnet-trace tables, and `nft monitor` or sender processes in the lab's namespaces. */
 function leftovers(): string[] {
   const found: string[] = [];
   const inodes = new Map<number, string>();
@@ -59,7 +59,8 @@ function leftovers(): string[] {
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
-      if (!/\bnft\b.*\bmonitor\b/.test(cmd)) continue;
+      // the monitors, and the packet's sender (ping, or node with the sender script, which says "podnet trace --verify")
+      if (!/\bnft\b.*\bmonitor\b|^ping .* -M do |podnet trace --verify/.test(cmd)) continue;
       const ns = inodes.get(statSync(`/proc/${pid}/ns/net`).ino);
       if (ns) found.push(`PID ${pid} (${cmd.trim()}) in ${ns}`);
     } catch {
@@ -117,6 +118,24 @@ describe('podnet trace --verify: vxlan, 2 nodes', { timeout: 120_000 }, () => {
   it('same node: pod, the bridge, the other pod agree', () => {
     const r = assertAgrees(trace(['a', 'c', '--verify']));
     assert.deepEqual(r.hops.map((h) => h.ns), [st.pods.a.ns, st.nodes.n1.ns, st.pods.c.ns]);
+  });
+
+  it('to a service (DNAT on n1): the packet is followed under its translated address, every hop agrees', async () => {
+    cli(['service', 'add', 'web', '--port', '80', '--pods', 'b']);
+    const status = labCli(LAB_DIR, ['status', '--name', tag, '-o', 'json']);
+    assert.equal(status.code, 0, status.stderr);
+    const vip = (JSON.parse(status.stdout) as { services: { name: string; clusterIP: string }[] }).services.find((x) => x.name === 'web')!.clusterIP;
+    // the agents' proxies program the service asynchronously: until n1's ruleset has the cluster IP
+    const t0 = Date.now();
+    while (!execFileSync('ip', ['netns', 'exec', st.nodes.n1.ns, 'nft', 'list', 'table', 'inet', 'podnet-proxy'], { encoding: 'utf8' }).includes(vip)) {
+      assert.ok(Date.now() - t0 < 10_000, `n1's proxy did not program ${vip} within 10 s`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    // a source port of its own: a:40000 -> b:80 of the tests before is still in conntrack (CLOSE), and a
+    // DNAT onto that tuple makes n1 move the source port (a clash --verify names as translated)
+    const r = assertAgrees(trace(['a', `${vip}:80`, '--sport', '40080', '--verify']));
+    assert.equal(r.hops.at(-1)!.ns, st.pods.b.ns);
+    assert.ok(r.hops.some((h) => h.packet.dst === st.pods.b.ips[0]), 'the translated destination on the way');
   });
 
   it('the text output says it per hop, and the verdict', () => {
