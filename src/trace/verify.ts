@@ -4,14 +4,16 @@
 // In every namespace on the explained path (and the destination's, when the path breaks before
 // it) podnet adds tables of its own, `inet podnet-trace-<random>` and `bridge podnet-trace-<random>`,
 // with base chains at every hook (priority raw - 1). The prerouting and output chains set
-// `meta nftrace set 1` for exactly this flow: the packet as the hop says it is there (its addresses
-// after a DNAT; the 5-tuple with ports where it still has the query's), and in a namespace where a
+// `meta nftrace set 1` for exactly this flow: the packet as the hop says it is there and as the
+// previous hop had it (a DNAT here comes after the mark; the 5-tuple with ports where the packet
+// still has the query's addresses), and in a namespace where a
 // hop carries it in a VXLAN tunnel the outer UDP packet (outer addresses, the VXLAN port, and the
 // inner addresses read at their offsets behind the UDP + VXLAN + Ethernet headers). The mark has to
 // be set again in each namespace: the kernel clears it when a packet crosses a veth into another
 // namespace and when it is encapsulated. The other chains only make the kernel report the packet at
 // their hook, with the devices it came in on (prerouting, input, forward) and leaves on (forward,
-// output, postrouting); bridge chains see the ports of a bridge, inet chains the IP layer's devices.
+// output, postrouting); bridge chains see the ports of a bridge, inet chains the IP layer's devices;
+// one more inet postrouting chain after source NAT shows the packet as it leaves (translated?).
 //
 // Events are read by `nft monitor` (ruleset and trace events) started in each namespace before its
 // tables exist. Ready means subscribed: the monitor's netlink socket has joined the trace group
@@ -44,8 +46,6 @@ export interface VerifyOptions {
   windowMs?: number;
   /** namespaces off the explained path to watch too (the destination's, when the path breaks before it) */
   watch?: string[];
-  /** called once every namespace's tables exist, before the packet is sent */
-  onArmed?: (tables: { ns: string; family: string; name: string }[]) => void;
 }
 
 /** The packet as one hop has it: its addresses, and the outer header when it is in a tunnel. */
@@ -190,6 +190,7 @@ class Monitor {
     });
     proc.stderr!.on('data', (b: Buffer) => (this.stderr += b.toString()));
     proc.on('exit', (code) => (this.exited = code));
+    proc.on('error', (e) => ((this.stderr += e.message), (this.exited = null)));
   }
 
   /** Resolves true when a line (already printed or to come) satisfies pred, false at the deadline. */
@@ -257,7 +258,7 @@ function senderArgv(q: TraceResult['query']): string[] {
   if (q.proto === 'icmp') {
     // the query's size as the IP packet, DF set (as the walk checks it against each MTU)
     const payload = Math.max(0, q.size - (q.dst.includes(':') ? 48 : 28));
-    return [...exec, 'ping', '-n', '-q', '-c1', '-W1', '-M', 'do', '-s', String(payload), '-I', q.src, q.dst];
+    return [...exec, 'ping', '-n', '-c1', '-W1', '-M', 'do', '-s', String(payload), '-I', q.src, q.dst];
   }
   return [...exec, process.execPath, '-e', SENDER, q.proto, q.src, String(q.sport ?? 40000), q.dst, String(q.dport ?? 80)];
 }
@@ -370,9 +371,15 @@ function judge(
 ): VerifyHop {
   const base = { hop: i, ns: h.ns };
   const broken = r.verdict === 'broken' && r.broken?.hop === i;
+  const q = r.query;
+  if (broken && q.proto !== 'icmp' && h.steps[r.broken!.step]?.kind === 'mtu') {
+    // a real TCP connection or UDP socket never sends such a packet: MSS and fragmentation fit it
+    return { ...base, seen: ss.length > 0, agrees: false, detail: `not verified: the kernel fits ${q.proto} to the MTU (${q.proto === 'tcp' ? 'the SYN is small, segments follow the MSS' : 'it fragments the datagram'}); --proto icmp sends a ${q.size}-byte packet with DF` };
+  }
   if (ss.length === 0) {
     if (i === 0 && sender.failed) {
-      const why = sender.err.trim().split('\n').pop() ?? '';
+      const lines = sender.err.split('\n').map((l) => l.trim()).filter(Boolean);
+      const why = lines.find((l) => /error/i.test(l)) ?? lines.pop() ?? 'the sender failed';
       return { ...base, seen: false, agrees: broken, detail: broken ? `kernel agrees: it refused to send the packet (${why})` : `kernel refused to send the packet instead (${why})` };
     }
     return { ...base, seen: false, agrees: false, detail: 'kernel did not see the packet here' };
@@ -396,7 +403,6 @@ function judge(
   if (h.out !== undefined && !outs.some((d) => eq(d, h.out!))) wrong.push(outs.length ? `leave on ${outs.join(', ')} instead of ${h.out}` : `${delivered ? 'delivered here' : 'leave on no device'} instead of leaving on ${h.out}`);
   if (h.out === undefined && (last === 'deliver' || last === 'decap') && !delivered) wrong.push(outs.length ? `forwarded out ${outs.join(', ')} instead of delivered here` : 'pass no input hook here instead of being delivered');
   // the packet left as no hop of the explanation has it: translated (NAT) on the way out
-  const q = r.query;
   const ep = (a: string | undefined, port: number | undefined) => (port !== undefined ? `${a?.includes(':') ? `[${a}]` : a}:${port}` : `${a}`);
   const as = uniq(translated.filter((t) => h.out !== undefined && t.oif !== undefined && eq(t.oif, h.out)).map((t) => `${ep(t.src, t.sport)} -> ${ep(t.dst, t.dport)}`));
   const expected = `${ep(h.packet.src, same(h.packet.src, q.src) ? q.sport : undefined)} -> ${ep(h.packet.dst, same(h.packet.dst, q.dst) ? q.dport : undefined)}`;
@@ -461,13 +467,15 @@ export async function verifyTrace(r: TraceResult, o: VerifyOptions = {}): Promis
     const added = await Promise.all(all.map((ns) => nft(ns, ['-f', '-'], left.procs, traceRuleset(name, variants.get(ns)!, q))));
     const failed = added.findIndex((a) => a.code !== 0);
     if (failed >= 0) throw new Error(`adding the trace table in ${all[failed]}: ${added[failed].stderr.trim()}`);
-    o.onArmed?.(left.tables.slice());
 
     // the packet; collection ends when the path's last namespace saw it delivered, or after the window
     const argv = senderArgv(q);
-    sender = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    sender = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     left.procs.push(sender);
+    // why it could not send: ping's "local error: message too long" (stderr), node's error
+    sender.stdout!.on('data', (b: Buffer) => (senderState.err += b.toString()));
     sender.stderr!.on('data', (b: Buffer) => (senderState.err += b.toString()));
+    sender.on('error', (e) => (senderState.err += e.message));
     // a sender that fails has nothing more to send: what the kernel did with it is queued already
     const senderFailed = new Promise<boolean>((res) => sender!.on('exit', (code) => (code !== 0 ? ((senderState.failed = true), res(true)) : undefined)));
     const endHop = r.hops.at(-1)!;

@@ -60,7 +60,7 @@ function leftovers(): string[] {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
       // the monitors, and the packet's sender (ping, or node with the sender script, which says "podnet trace --verify")
-      if (!/\bnft\b.*\bmonitor\b|^ping .* -M do |podnet trace --verify/.test(cmd)) continue;
+      if (!/\bnft\b.*\bmonitor\b|^ping -n -c1 -W1 -M do |podnet trace --verify/.test(cmd)) continue;
       const ns = inodes.get(statSync(`/proc/${pid}/ns/net`).ino);
       if (ns) found.push(`PID ${pid} (${cmd.trim()}) in ${ns}`);
     } catch {
@@ -231,6 +231,18 @@ describe('podnet trace --verify: vxlan, 2 nodes', { timeout: 120_000 }, () => {
       spawnSync('tc', ['-n', n2, 'qdisc', 'del', 'dev', 'eth0', 'clsact']);
       spawnSync('ip', ['-n', n2, 'link', 'del', 'pnvfy0']);
     }
+  });
+
+  it("broken: a packet over the pod's MTU (DF) — the kernel refuses to send it, as explained", () => {
+    const mtu = (JSON.parse(execFileSync('ip', ['-n', st.pods.a.ns, '-j', 'link', 'show', 'eth0'], { encoding: 'utf8' })) as { mtu: number }[])[0].mtu;
+    const t = trace(['a', 'b', '--size', String(mtu + 1), '--verify']);
+    assert.equal(t.code, 1, t.out + t.err);
+    const r = t.r!;
+    assert.equal(r.broken!.hop, 0);
+    assert.deepEqual(r.verify!.hops.map((h) => [h.ns, h.seen, h.agrees]), [[st.pods.a.ns, false, true]]);
+    assert.match(r.verify!.hops[0].detail, /^kernel agrees: it refused to send the packet \(.*message too long/);
+    assert.deepEqual(r.verify!.beyond?.map((b) => [b.ns, b.seen]), [[st.pods.b.ns, false]]);
+    assert.deepEqual(leftovers(), []);
   });
 
   it("broken: n1's route to n2's pod subnet deleted — the kernel agrees it breaks at n1, b never sees the packet", () => {
