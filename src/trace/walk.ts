@@ -9,7 +9,7 @@
 import type { Link } from '../kernel/index.js';
 import { contains, parseCidr, tryParseCidr, tryParseIP } from '../util/ip.js';
 import type { FibAnswer, TraceView } from './view.js';
-import { traceHook, type NfCarry, type NfHook } from './netfilter.js';
+import { traceHook, type NfCarry, type NfHook } from './netfilter/index.js';
 import type { Hop, Step, TraceQuery, TraceResult } from './types.js';
 
 const MAX_HOPS = 40;
@@ -162,7 +162,7 @@ class Walker {
     return this.l3(at.ns, at.dev, pkt, tun, at.hop);
   }
 
-  /** Netfilter at a hook here (src/trace/netfilter.ts): its steps on this hop; a drop breaks the walk; a NAT changes the packet for the rest of it. */
+  /** Netfilter at a hook here (src/trace/netfilter/): its steps on this hop; a drop breaks the walk; a NAT changes the packet for the rest of it. */
   private async netfilter(hop: Hop, ns: string, hook: NfHook, pkt: Packet, io: { iif?: string; oif?: string; prefsrc?: string }, tun: Tunnel | undefined): Promise<Packet> {
     const family = pkt.dst.includes(':') ? 6 : 4;
     const r = await traceHook(this.view, { ns, hook, pkt: { family, src: pkt.src, dst: pkt.dst, proto: pkt.proto, sport: pkt.sport, dport: pkt.dport, size: pkt.size }, carry: pkt.nf, ...io });

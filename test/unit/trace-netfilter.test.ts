@@ -7,7 +7,7 @@
 // kernel did in the lab (which endpoints answered, a reset for empty, masquerade seen by the pod).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { evaluateHook, explainHook, isXtablesName, parseXtRule, tablesFromIptablesSave, tablesFromNftJson, traceHook, type HookInput, type NfTable } from '../../src/trace/netfilter.js';
+import { evaluateHook, explainHook, isXtablesName, parseXtRule, tablesFromIptablesSave, tablesFromNftJson, traceHook, type HookInput, type NfTable } from '../../src/trace/netfilter/index.js';
 import { parseConntrack, type ConntrackEntry, type TraceView } from '../../src/trace/view.js';
 
 // node n1 (nftables mode): 192.168.200.1 on eth0, its pod subnet 10.244.155.0/24 on podnet0 (.1) and
