@@ -12,6 +12,8 @@ const EXIT_USAGE = 2;
 interface TraceOpts {
   name?: string;
   fromNetns?: string;
+  host?: boolean;
+  ipamDir?: string;
   proto?: Proto;
   port?: string;
   sport?: string;
@@ -33,6 +35,8 @@ export function registerTraceCommands(program: Command): void {
     .option('-6, --ipv6', 'use the IPv6 addresses of pod and node names')
     .option('--name <lab>', 'the lab (default: $PODNET_LAB, else the only lab)')
     .option('--from-netns <path>', 'on a real node: send from this network namespace (/run/netns/NAME); SRC an address in it or "-"')
+    .option('--host', 'on this machine, not in a lab: SRC is an address or the container ID of a pod podnet\'s CNI wired')
+    .option('--ipam-dir <dir>', 'with --host: where podnet-ipam keeps its reservations (default /var/lib/cni/networks)')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
     .option('--verify', 'send a real packet of this 5-tuple from SRC, traced by the kernel (nftables nftrace in a short-lived table podnet-trace-* per namespace, removed afterwards), and say per hop whether the kernel agrees')
     .option('--verify-window <ms>', 'with --verify: how long to wait for the packet at the end of the path', '1500')
@@ -44,7 +48,7 @@ export function registerTraceCommands(program: Command): void {
       const { TraceUsageError, traceRequest } = await import('../trace/query.js');
       try {
         let lab;
-        if (!o.fromNetns) {
+        if (!o.fromNetns && !o.host) {
           const { requireState, resolveLabName } = await import('../lab/state.js');
           try {
             lab = requireState(resolveLabName(o.name));

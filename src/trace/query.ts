@@ -1,10 +1,9 @@
 // A trace request (SRC, DST and the packet's options, as the CLI and the lab's web page take them)
 // turned into a TraceQuery and the view to walk: in a lab, its namespaces, their roles and the
 // cluster's facts; on a real node, every named namespace.
-import { spawnSync } from 'node:child_process';
-import { basename } from 'node:path';
 import type { Proto, TraceQuery, TraceResult } from './types.js';
-import { LiveView, type ClusterFacts } from './view.js';
+import { HOST_NS, LiveView, type ClusterFacts } from './view.js';
+import { HostEndpointError, machineNamespaces, resolveHostSource } from './host-endpoints.js';
 import { labCluster, labNamespaces, parseAddrPort, resolveLabEndpoint } from './lab-endpoints.js';
 import { walk } from './walk.js';
 import type { LabState } from '../lab/state.js';
@@ -16,6 +15,10 @@ export interface TraceRequest {
   /** the lab (its state); absent with fromNetns */
   lab?: LabState;
   fromNetns?: string;
+  /** on this machine (no lab): SRC an address or a container ID */
+  host?: boolean;
+  /** where podnet-ipam keeps reservations (to find a container's address); default /var/lib/cni/networks */
+  ipamDir?: string;
   proto?: Proto;
   port?: string;
   sport?: string;
@@ -37,25 +40,17 @@ export function buildQuery(src: string, dst: string, o: TraceRequest): { q: Trac
   let roles: Record<string, string>;
   let s: { label: string; ip: string; ns?: string };
   let d: { label: string; ip: string; port?: number; proto?: 'tcp' | 'udp' };
-  if (o.fromNetns) {
-    // a real node: the source namespace by path (/run/netns/NAME) or name, the walk over every named one
-    const name = basename(o.fromNetns);
-    const list = spawnSync('ip', ['-j', 'netns', 'list'], { encoding: 'utf8' });
-    const names = list.status === 0 && list.stdout.trim() ? (JSON.parse(list.stdout) as { name: string }[]).map((x) => x.name) : [];
-    if (!names.includes(name)) throw new TraceUsageError(`--from-netns ${o.fromNetns}: no named network namespace ${name} (ip netns list)`);
-    roles = Object.fromEntries(names.map((n) => [n, n === name ? 'source' : '']));
-    const a = src === '-' ? undefined : parseAddrPort(src);
-    if (src !== '-' && !a) throw new TraceUsageError(`with --from-netns, SRC is an address in that namespace or "-" (its first address), not ${src}`);
-    let ip = a?.ip;
-    if (!ip) {
-      const r = spawnSync('ip', ['-n', name, '-j', '-o', 'addr', 'show', 'scope', 'global'], { encoding: 'utf8' });
-      const addrs = (JSON.parse(r.stdout || '[]') as { addr_info?: { local: string; family: string }[] }[]).flatMap((x) => x.addr_info ?? []);
-      ip = addrs.find((x) => (family === 6 ? x.family === 'inet6' : x.family === 'inet'))?.local;
-      if (!ip) throw new TraceUsageError(`${name} has no global IPv${family ?? 4} address to send from`);
+  if (o.fromNetns || o.host) {
+    // a real node: its own namespace and every named one; SRC an address, a container ID, or in --from-netns
+    const namespaces = machineNamespaces();
+    try {
+      s = resolveHostSource(src, { fromNetns: o.fromNetns, family, ipamDir: o.ipamDir }, namespaces);
+    } catch (e) {
+      throw e instanceof HostEndpointError ? new TraceUsageError(e.message) : e;
     }
-    s = { label: ip, ip, ns: name };
+    roles = Object.fromEntries(namespaces.map((n) => [n, n === s.ns ? `source ${s.label}` : n === HOST_NS ? 'this node' : '']));
     const da = parseAddrPort(dst);
-    if (!da) throw new TraceUsageError(`with --from-netns, DST is an address (IP or IP:PORT), not ${dst}`);
+    if (!da) throw new TraceUsageError(`on a node, DST is an address (IP or IP:PORT), not ${dst}`);
     d = { label: da.ip, ...da };
   } else {
     const usage = <T>(f: () => T): T => {

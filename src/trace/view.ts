@@ -2,11 +2,21 @@
 // kernel's own RTM_GETROUTE, via `ip -j route get`), links, addresses, neighbours, FDB entries,
 // the peer namespaces' IDs. Read-only: a trace never changes a namespace. The walker sees only
 // this interface, so its logic is tested against fixtures and runs against live kernels.
-import { Iproute2Adapter, iprouteArgv, nsExecArgv, spawnCapture, type Address, type FdbEntry, type Link, type Neighbour } from '../kernel/index.js';
+import { Iproute2Adapter, iprouteArgv, netnsFile, nsExecArgv, spawnCapture, type Address, type FdbEntry, type Link, type NetnsRef, type Neighbour } from '../kernel/index.js';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { inspectTundProcess, parsePeers } from '../agent/tund/index.js';
 import type { DatapathTable } from '../agent/backends/types.js';
 import type { Proto } from './types.js';
+
+/**
+ * The namespace podnet itself runs in (a real node's own, which has no name): hops there are
+ * shown as this; every other namespace is a named one (/run/netns/NAME).
+ */
+export const HOST_NS = '@host';
+
+export function nsRef(ns: string): NetnsRef {
+  return ns === HOST_NS ? { kind: 'current' } : { kind: 'name', name: ns };
+}
 
 export interface FibQuery {
   dst: string;
@@ -154,7 +164,7 @@ export class LiveView implements TraceView {
 
   async fib(ns: string, q: FibQuery): Promise<FibAnswer> {
     return this.once(`fib ${ns} ${JSON.stringify(q)}`, async () => {
-      const ref = { kind: 'name', name: ns } as const;
+      const ref = nsRef(ns);
       const argv = iprouteArgv(ref, 'ip', ipArgs(q, false));
       const command = argv.join(' ').replace(' -j -d', '');
       const r = await spawnCapture(argv);
@@ -184,25 +194,25 @@ export class LiveView implements TraceView {
   }
 
   links(ns: string): Promise<Link[]> {
-    return this.once(`links ${ns}`, () => this.ip.links({ kind: 'name', name: ns }));
+    return this.once(`links ${ns}`, () => this.ip.links(nsRef(ns)));
   }
 
   addresses(ns: string): Promise<Address[]> {
-    return this.once(`addrs ${ns}`, () => this.ip.addresses({ kind: 'name', name: ns }));
+    return this.once(`addrs ${ns}`, () => this.ip.addresses(nsRef(ns)));
   }
 
   neighbours(ns: string): Promise<Neighbour[]> {
-    return this.once(`neigh ${ns}`, () => this.ip.neighbours({ kind: 'name', name: ns }));
+    return this.once(`neigh ${ns}`, () => this.ip.neighbours(nsRef(ns)));
   }
 
   fdb(ns: string): Promise<FdbEntry[]> {
-    return this.once(`fdb ${ns}`, () => this.ip.fdb({ kind: 'name', name: ns }));
+    return this.once(`fdb ${ns}`, () => this.ip.fdb(nsRef(ns)));
   }
 
   async tunDatapath(ns: string, dev: string): Promise<TunDatapath | undefined> {
     return this.once(`tund ${ns} ${dev}`, async () => {
       // the daemon is found by what /proc says: a podnet-tund whose network namespace is this one
-      const ino = statSync(`/run/netns/${ns}`).ino;
+      const ino = statSync(netnsFile(nsRef(ns))).ino;
       for (const e of readdirSync('/proc')) {
         if (!/^\d+$/.test(e)) continue;
         const p = inspectTundProcess(Number(e));
@@ -229,7 +239,7 @@ export class LiveView implements TraceView {
 
   async peerNs(ns: string, id: number): Promise<string | undefined> {
     const ids = await this.once(`nsids ${ns}`, async () => {
-      const r = await spawnCapture(iprouteArgv({ kind: 'name', name: ns }, 'ip', ['-j', 'netns', 'list-id']));
+      const r = await spawnCapture(iprouteArgv(nsRef(ns), 'ip', ['-j', 'netns', 'list-id']));
       return r.exitCode === 0 && r.stdout.trim() ? (JSON.parse(r.stdout) as { nsid: number; name?: string }[]) : [];
     });
     return ids.find((x) => x.nsid === id)?.name;
@@ -238,7 +248,7 @@ export class LiveView implements TraceView {
   ruleset(ns: string): Promise<unknown> {
     return this.once(`nft ${ns}`, async () => {
       try {
-        const r = await spawnCapture(nsExecArgv({ kind: 'name', name: ns }, ['nft', '-j', 'list', 'ruleset']));
+        const r = await spawnCapture(nsExecArgv(nsRef(ns), ['nft', '-j', 'list', 'ruleset']));
         return r.exitCode === 0 && r.stdout.trim() ? (JSON.parse(r.stdout) as unknown) : undefined;
       } catch {
         return undefined; // nft is not installed
@@ -252,7 +262,7 @@ export class LiveView implements TraceView {
       for (const backend of nftTables ? (['nft', 'legacy'] as const) : (['legacy'] as const)) {
         const tool = `${family === 4 ? 'iptables' : 'ip6tables'}-${backend}-save`;
         try {
-          const r = await spawnCapture(nsExecArgv({ kind: 'name', name: ns }, [tool]));
+          const r = await spawnCapture(nsExecArgv(nsRef(ns), [tool]));
           if (r.exitCode === 0 && /^\*/m.test(r.stdout)) out.push({ backend, text: r.stdout });
         } catch {
           // that backend's tools are not installed: it has no tables to show
@@ -267,7 +277,7 @@ export class LiveView implements TraceView {
       const args = ['conntrack', '-L', '-f', q.family === 4 ? 'ipv4' : 'ipv6', '-p', q.proto === 'icmp' && q.family === 6 ? 'icmpv6' : q.proto, '--orig-src', q.src, '--orig-dst', q.dst];
       if (q.dport !== undefined && q.proto !== 'icmp') args.push('--dport', String(q.dport));
       try {
-        const r = await spawnCapture(nsExecArgv({ kind: 'name', name: ns }, args));
+        const r = await spawnCapture(nsExecArgv(nsRef(ns), args));
         return r.exitCode === 0 ? parseConntrack(r.stdout) : [];
       } catch {
         return []; // conntrack-tools not installed
@@ -278,7 +288,7 @@ export class LiveView implements TraceView {
   xtRecent(ns: string, name: string): Promise<string[] | undefined> {
     return this.once(`recent ${ns} ${name}`, async () => {
       if (!/^[A-Za-z0-9_.-]+$/.test(name)) return undefined;
-      const r = await spawnCapture(nsExecArgv({ kind: 'name', name: ns }, ['cat', `/proc/net/xt_recent/${name}`]));
+      const r = await spawnCapture(nsExecArgv(nsRef(ns), ['cat', `/proc/net/xt_recent/${name}`]));
       if (r.exitCode !== 0) return undefined;
       return [...r.stdout.matchAll(/^src=(\S+)/gm)].map((m) => m[1]);
     });

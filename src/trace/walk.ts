@@ -8,7 +8,7 @@
 // the object and the command that shows it.
 import type { Link } from '../kernel/index.js';
 import { contains, parseCidr, tryParseCidr, tryParseIP } from '../util/ip.js';
-import type { FibAnswer, TraceView } from './view.js';
+import { HOST_NS, type FibAnswer, type TraceView } from './view.js';
 import { traceHook, type NfCarry, type NfHook } from './netfilter/index.js';
 import type { Hop, Step, TraceQuery, TraceResult } from './types.js';
 
@@ -233,7 +233,7 @@ class Walker {
   private async l2Transmit(hop: Hop, ns: string, dev: Link, mac: string, depth = 0): Promise<Arrival> {
     if (depth > 16) throw this.fail(hop, 'bridge', `layer-2 loop for ${mac}`, undefined);
     if (dev.kind === 'veth') {
-      const peerNs = dev.linkNetnsId !== undefined ? await this.view.peerNs(ns, dev.linkNetnsId) : ns;
+      const peerNs = dev.linkNetnsId !== undefined ? await this.otherEnd(ns, dev) : ns;
       if (!peerNs) throw this.fail(hop, 'veth', `${dev.name}'s peer is in a namespace without a name (netnsid ${dev.linkNetnsId})`, ipCmd(ns, `-d link show ${dev.name}`));
       const peer = dev.link && dev.linkNetnsId === undefined ? await this.link(ns, { name: dev.link }) : await this.link(peerNs, { index: dev.linkIndex });
       if (!peer) throw this.fail(hop, 'veth', `${dev.name}'s peer (ifindex ${dev.linkIndex}) is gone from ${peerNs}`, ipCmd(peerNs, 'link show'));
@@ -244,7 +244,7 @@ class Walker {
     }
     if (dev.kind === 'bridge') return this.bridgeForward(hop, ns, dev, undefined, mac, depth);
     if (dev.kind === 'macvlan') {
-      const parentNs = dev.linkNetnsId !== undefined ? await this.view.peerNs(ns, dev.linkNetnsId) : ns;
+      const parentNs = dev.linkNetnsId !== undefined ? await this.otherEnd(ns, dev) : ns;
       const parent = parentNs && (dev.link && dev.linkNetnsId === undefined ? await this.link(ns, { name: dev.link }) : await this.link(parentNs, { index: dev.linkIndex }));
       if (!parentNs || !parent) throw this.fail(hop, 'macvlan', `${dev.name}'s parent link is not found`, ipCmd(ns, `-d link show ${dev.name}`));
       const sib = await this.macvlanChild(parentNs, parent, mac);
@@ -305,10 +305,33 @@ class Walker {
     return this.l2Transmit(hop, ns, port, mac, depth + 1);
   }
 
+  /**
+   * The namespace of a link's peer (veth) or parent (macvlan) in another namespace: the one its
+   * netnsid names, or — for a namespace without a name, such as a real node's own — the candidate
+   * holding a link of that index that points back here.
+   */
+  private async otherEnd(ns: string, dev: Link): Promise<string | undefined> {
+    const named = await this.view.peerNs(ns, dev.linkNetnsId!);
+    if (named) return named;
+    for (const other of this.view.namespaces()) {
+      if (other === ns) continue;
+      const l = await this.link(other, { index: dev.linkIndex });
+      if (!l) continue;
+      // a macvlan has no back pointer to check, and ifindexes repeat across namespaces: only the
+      // nameless host namespace is taken on the index alone
+      if (dev.kind !== 'veth') {
+        if (other === HOST_NS) return other;
+        continue;
+      }
+      if (l.kind === 'veth' && l.linkIndex === dev.index && l.linkNetnsId !== undefined && (await this.view.peerNs(other, l.linkNetnsId)) === ns) return other;
+    }
+    return undefined;
+  }
+
   /** Whether the far side of a bridge port (its veth peer) has this MAC. */
   private async owns(ns: string, port: Link, mac: string): Promise<boolean> {
     if (port.kind !== 'veth') return false;
-    const peerNs = port.linkNetnsId !== undefined ? await this.view.peerNs(ns, port.linkNetnsId) : ns;
+    const peerNs = port.linkNetnsId !== undefined ? await this.otherEnd(ns, port) : ns;
     if (!peerNs) return false;
     const peer = await this.link(peerNs, { index: port.linkIndex });
     if (!peer) return false;

@@ -2,10 +2,11 @@
 // and pods, as a runtime would make them): bridge (the node's bridge switches pod to pod), routed
 // (a veth per pod and host routes: pod -> node -> pod, no bridge), macvlan (an underlay pod: pod to
 // pod directly on the parent, pod to the gateway out of the node's NIC). Each path is complete, in
-// the namespaces the mode puts on it, and a real ping agrees.
+// the namespaces the mode puts on it, and a real ping agrees; a pod is also found by its container ID.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { CniHarness } from '../helpers/cni.js';
 import { ensureLabBundle } from '../helpers/lab.js';
@@ -14,8 +15,9 @@ import type { TraceResult } from '../../src/trace/types.js';
 
 const PODNET = new URL('../../dist/podnet.mjs', import.meta.url).pathname;
 
-function trace(from: string, src: string, dst: string): { code: number; r: TraceResult; out: string } {
-  const p = spawnSync(process.execPath, [PODNET, 'trace', '--from-netns', `/run/netns/${from}`, src, dst, '-o', 'json'], { encoding: 'utf8' });
+function trace(from: string | undefined, src: string, dst: string, extra: string[] = []): { code: number; r: TraceResult; out: string } {
+  const where = from ? ['--from-netns', `/run/netns/${from}`] : ['--host'];
+  const p = spawnSync(process.execPath, [PODNET, 'trace', ...where, ...extra, src, dst, '-o', 'json'], { encoding: 'utf8' });
   let r: TraceResult;
   try {
     r = JSON.parse(p.stdout) as TraceResult;
@@ -29,17 +31,19 @@ for (const c of MODE_CASES) {
   describe(`podnet trace: ${c.mode} mode pods`, () => {
     let h: CniHarness;
     let conf: Conf;
-    const pods: { ns: string; ip: string }[] = [];
+    const pods: { ns: string; ip: string; id: string }[] = [];
     before(async () => {
       ensureLabBundle();
       h = new CniHarness();
       conf = c.conf(`tr${c.mode}`, { type: 'podnet-ipam', ranges: c.ranges, dataDir: join(h.tmp, 'ipam') });
       c.setupNode?.(h);
-      for (const [i, tag] of ['a', 'b'].entries()) {
+      for (const tag of ['a', 'b']) {
         const ns = h.pod(tag);
-        const r = await h.invoke({ command: 'ADD', containerId: `c${i}`, netns: h.podPath(ns), ifname: 'eth0', conf });
+        // container IDs as runtimes make them: 64 hex digits
+        const id = randomBytes(32).toString('hex');
+        const r = await h.invoke({ command: 'ADD', containerId: id, netns: h.podPath(ns), ifname: 'eth0', conf });
         assert.equal(r.code, 0, `ADD: ${r.stdout} ${r.stderr}`);
-        pods.push({ ns, ip: (r.json as { ips: { address: string }[] }).ips[0].address.split('/')[0] });
+        pods.push({ ns, ip: (r.json as { ips: { address: string }[] }).ips[0].address.split('/')[0], id });
       }
     });
     after(async () => {
@@ -81,6 +85,18 @@ for (const c of MODE_CASES) {
         assert.ok(t.r.hops.some((x) => x.ns === h.nodeNs), `the frame leaves by the node's NIC: ${t.out}`);
       } else assert.equal(last.ns, h.nodeNs, t.out);
       assert.ok(h.ping(a.ns, gw));
+    });
+
+    test("from a pod by its container ID (the CNI's host link alias, or its IPAM reservation)", () => {
+      const [a, b] = pods;
+      const t = trace(undefined, a.id.slice(0, 12), b.ip, ['--ipam-dir', join(h.tmp, 'ipam')]);
+      assert.equal(t.code, 0, t.out);
+      assert.equal(t.r.hops[0].ns, a.ns);
+      assert.equal(t.r.query.src, a.ip);
+      assert.equal(t.r.hops.at(-1)!.ns, b.ns);
+      const none = spawnSync(process.execPath, [PODNET, 'trace', '--host', '--ipam-dir', join(h.tmp, 'ipam'), 'abcdef0123', b.ip], { encoding: 'utf8' });
+      assert.equal(none.status, 2, none.stderr);
+      assert.match(none.stderr, /no pod of container abcdef0123 here/);
     });
 
     test('node to pod', () => {
