@@ -7,8 +7,9 @@
 // `meta nftrace set 1` for exactly this flow: the packet as the hop says it is there and as the
 // previous hop had it (a DNAT here comes after the mark; the 5-tuple with ports where the packet
 // still has the query's addresses), and in a namespace where a
-// hop carries it in a VXLAN tunnel the outer UDP packet (outer addresses, the VXLAN port, and the
-// inner addresses read at their offsets behind the UDP + VXLAN + Ethernet headers). The mark has to
+// hop carries it in a tunnel the outer UDP packet (outer addresses, the tunnel's port, and the
+// inner addresses read at their offsets behind the UDP + VXLAN + Ethernet headers, or right behind
+// the UDP header in podnet-tund's datagrams). The mark has to
 // be set again in each namespace: the kernel clears it when a packet crosses a veth into another
 // namespace and when it is encapsulated. The other chains only make the kernel report the packet at
 // their hook, with the devices it came in on (prerouting, input, forward) and leaves on (forward,
@@ -33,6 +34,8 @@ import type { Hop, TraceResult, TraceVerify, VerifyHop } from './types.js';
 
 /** Inner headers behind the outer UDP header of a VXLAN packet: UDP (8) + VXLAN (8) + Ethernet (14). */
 const VXLAN_INNER_IP = 8 + 8 + 14;
+/** podnet-tund's datagram: the inner IP packet right behind the UDP header */
+const TUN_INNER_IP = 8;
 /** NFNLGRP_NFTRACE (9): bit 8 of a netlink socket's groups; NETLINK_NETFILTER is protocol 12 */
 const NFTRACE_GROUP_BIT = 1 << 8;
 const NETLINK_NETFILTER = 12;
@@ -52,7 +55,8 @@ export interface VerifyOptions {
 interface Variant {
   src: string;
   dst: string;
-  outer?: { src: string; dst: string; dport: number };
+  /** innerAt: bytes from the outer transport header to the inner IP header (VXLAN or podnet-tund's) */
+  outer?: { src: string; dst: string; dport: number; innerAt: number };
   /** the inner addresses (for the outer packet's payload match) */
   inner?: { src: string; dst: string };
 }
@@ -127,7 +131,7 @@ const same = (a: string | undefined, b: string) => a !== undefined && (canonical
 function variantOf(h: Hop): Variant {
   const p = h.packet;
   return p.outer
-    ? { src: p.outer.src, dst: p.outer.dst, outer: { src: p.outer.src, dst: p.outer.dst, dport: p.outer.dport }, inner: { src: p.src, dst: p.dst } }
+    ? { src: p.outer.src, dst: p.outer.dst, outer: { src: p.outer.src, dst: p.outer.dst, dport: p.outer.dport, innerAt: p.outer.vni !== undefined ? VXLAN_INNER_IP : TUN_INNER_IP }, inner: { src: p.src, dst: p.dst } }
     : { src: p.src, dst: p.dst };
 }
 
@@ -147,10 +151,10 @@ export function flowMatch(v: Variant, q: TraceResult['query']): string {
   const l3 = v.src.includes(':') ? 'ip6' : 'ip';
   const addrs = `${l3} saddr ${v.src} ${l3} daddr ${v.dst}`;
   if (v.outer) {
-    // the encapsulated packet: outer addresses and the VXLAN port, and our inner packet inside
+    // the encapsulated packet: outer addresses and the tunnel's port, and our inner packet inside
     const inner = v.inner!;
     const bits = inner.src.includes(':') ? 128 : 32;
-    const at = (VXLAN_INNER_IP + (bits === 32 ? 12 : 8)) * 8;
+    const at = (v.outer.innerAt + (bits === 32 ? 12 : 8)) * 8;
     return `${addrs} udp dport ${v.outer.dport} @th,${at},${bits} ${hexAddr(inner.src)} @th,${at + bits},${bits} ${hexAddr(inner.dst)}`;
   }
   if (q.proto === 'icmp') return `${addrs} ${l3 === 'ip' ? 'icmp' : 'icmpv6'} type echo-request`;

@@ -72,6 +72,8 @@ const isMulticastMac = (mac: string) => (parseInt(mac.slice(0, 2), 16) & 1) === 
 
 class Walker {
   private count = 0;
+  /** a hop's packet as it leaves, where a source NAT changed it (its `packet` is as it was inside) */
+  private readonly leaving = new WeakMap<Hop, Hop['packet']>();
   constructor(
     private readonly view: TraceView,
     private readonly hops: Hop[],
@@ -97,7 +99,7 @@ class Walker {
   private follow(prev: Hop, ns: string, iif: string): Hop {
     if (++this.count > MAX_HOPS) throw this.fail(prev, 'bridge', `more than ${MAX_HOPS} hops: a loop`, undefined);
     const role = this.view.role(ns);
-    const hop: Hop = { ns, ...(role ? { role } : {}), in: iif, packet: { ...prev.packet }, steps: [] };
+    const hop: Hop = { ns, ...(role ? { role } : {}), in: iif, packet: { ...(this.leaving.get(prev) ?? prev.packet) }, steps: [] };
     this.hops.push(hop);
     return hop;
   }
@@ -171,6 +173,8 @@ class Walker {
     if (r.broken) throw new Broken(r.steps[r.steps.length - 1].text);
     // the packet as it is in this namespace: after a DNAT, the endpoint's address
     if (!tun && (hook === 'prerouting' || hook === 'output')) hop.packet.dst = r.pkt.dst;
+    // after a source NAT, the packet leaves with the new source: the next namespace sees that one
+    if (!tun && hook === 'postrouting' && r.pkt.src !== pkt.src) this.leaving.set(hop, { ...hop.packet, src: r.pkt.src });
     return { ...pkt, src: r.pkt.src, dst: r.pkt.dst, sport: r.pkt.sport, dport: r.pkt.dport, nf: r.carry };
   }
 

@@ -71,6 +71,9 @@ for (const c of MODE_CASES) {
       }
       assert.equal(t.r.hops.at(-1)!.steps.at(-1)!.kind, 'deliver');
       assert.ok(h.ping(a.ns, b.ip));
+      const v = trace(a.ns, a.ip, b.ip, ['--verify']);
+      assert.equal(v.code, 0, v.out);
+      assert.equal(v.r.verify?.agrees, true, `the kernel disagrees: ${JSON.stringify(v.r.verify, null, 1)}`);
     });
 
     test('pod to its gateway', () => {

@@ -104,6 +104,27 @@ for (const lab of LABS) {
       assert.equal(t.r!.hops.at(-1)!.ns, st.pods.b.ns);
     });
 
+    it('pod to outside the cluster (the node\'s default gateway): masqueraded on the node, delivered there; a ping agrees', () => {
+      const gw = (JSON.parse(execFileSync('ip', ['-n', st.nodes.n1.ns, '-j', 'route', 'show', 'default'], { encoding: 'utf8' })) as { gateway: string }[])[0].gateway;
+      const t = trace(tag, ['a', gw]);
+      assert.equal(t.code, 0, t.out + t.err);
+      const r = t.r!;
+      const n1 = r.hops.find((h) => h.ns === st.nodes.n1.ns)!;
+      assert.ok(n1.steps.some((x) => x.kind === 'netfilter' && /masquerade/i.test(x.text)), JSON.stringify(n1.steps.map((x) => x.text)));
+      assert.equal(r.hops.at(-1)!.packet.src, st.nodes.n1.ip, 'the source is the node\'s address past the masquerade');
+      assert.equal(r.hops.at(-1)!.steps.at(-1)!.kind, 'deliver');
+      assert.ok(ping(st.pods.a.ns, gw));
+    });
+
+    it('--verify across nodes: a real packet, and the kernel agrees on every hop', () => {
+      const t = trace(tag, ['a', 'b', '--verify']);
+      assert.equal(t.code, 0, t.out + t.err);
+      const v = t.r!.verify!;
+      assert.equal(v.agrees, true, JSON.stringify(v, null, 1));
+      assert.equal(v.hops.length, t.r!.hops.length);
+      assert.ok(v.hops.every((h) => h.seen && h.agrees));
+    });
+
     it('the text output and the JSON say the same', () => {
       const text = spawnSync(process.execPath, [PODNET, 'trace', 'a', 'b', '--name', tag], { encoding: 'utf8', env: { ...process.env, PODNET_LAB_DIR: LAB_DIR } });
       assert.equal(text.status, 0, text.stderr);
