@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { formatCidr, masked, tryParseCidr, tryParseIP } from '../util/ip.js';
 import type { ClusterFacts } from './view.js';
 import type { LabState } from '../lab/state.js';
+import { isAlive } from '../lab/sys.js';
 
 export interface Endpoint {
   label: string;
@@ -118,5 +119,6 @@ export function labCluster(s: LabState): ClusterFacts {
       if (v.ip && v.ip !== 'None') services.push({ name: svc.name, ip: v.ip, port: p.port, proto: (p.protocol ?? 'TCP').toLowerCase(), ...(p.nodePort !== undefined ? { nodePort: p.nodePort } : {}) });
     }
   }
-  return { networks: [s.network, ...(s.ipv6Network ? [s.ipv6Network] : [])], subnets, ...(s.backend === 'bgp' ? { routersKnowPods: true } : {}), ...(services.length ? { services } : {}) };
+  const agents = Object.values(s.nodes).map((n) => ({ node: n.name, ns: n.ns, running: isAlive(n.agent), ...(n.agent ? { pid: n.agent.pid } : {}) }));
+  return { networks: [s.network, ...(s.ipv6Network ? [s.ipv6Network] : [])], subnets, ...(s.backend === 'bgp' ? { routersKnowPods: true } : {}), ...(services.length ? { services } : {}), agents };
 }

@@ -1,6 +1,7 @@
 // A trace request (SRC, DST and the packet's options, as the CLI and the lab's web page take them)
 // turned into a TraceQuery and the view to walk: in a lab, its namespaces, their roles and the
 // cluster's facts; on a real node, every named namespace.
+import { spawnSync } from 'node:child_process';
 import type { Proto, TraceQuery, TraceResult } from './types.js';
 import { HOST_NS, LiveView, type ClusterFacts } from './view.js';
 import { HostEndpointError, machineNamespaces, resolveHostSource } from './host-endpoints.js';
@@ -65,6 +66,9 @@ export function buildQuery(src: string, dst: string, o: TraceRequest): { q: Trac
     roles = labNamespaces(st);
     facts = labCluster(st);
     s = usage(() => resolveLabEndpoint(st, src, family));
+    // a node named as the source sends as an unbound socket does: from the route's source address
+    // (for a pod that is its one address; for a node it depends on the destination)
+    if (s.label.startsWith('node ') && !parseAddrPort(src)) s = { ...s, ip: pickedSource(s.ns!, resolveLabEndpoint(st, dst, family ?? (s.ip.includes(':') ? 6 : 4)).ip) ?? s.ip };
     if (!s.ns) throw new TraceUsageError(`SRC ${src} is in no namespace of lab ${st.name}: trace from a pod, a node or one of their addresses`);
     const srcFamily = s.ip.includes(':') ? 6 : 4;
     d = usage(() => resolveLabEndpoint(st, dst, family ?? srcFamily));
@@ -87,6 +91,13 @@ export function buildQuery(src: string, dst: string, o: TraceRequest): { q: Trac
   return { q, roles, facts };
 }
 
+
+/** The source address the kernel picks in `ns` for a packet to `dst` (the route's prefsrc). */
+function pickedSource(ns: string, dst: string): string | undefined {
+  const r = spawnSync('ip', ['-n', ns, '-j', 'route', 'get', dst], { encoding: 'utf8' });
+  if (r.status !== 0) return undefined;
+  return (JSON.parse(r.stdout) as { prefsrc?: string }[])[0]?.prefsrc;
+}
 
 /** Builds the query and walks it over the live kernel. */
 export function traceRequest(src: string, dst: string, o: TraceRequest): Promise<TraceResult> {

@@ -31,6 +31,7 @@ export type StepKind =
   | 'decap' // out of a tunnel on the other node
   | 'mtu' // the packet against a link's MTU
   | 'netfilter' // a rule or policy on the way
+  | 'agent' // the node's agent, which keeps this node's part of the path (routes, FDB, lease)
   | 'deliver'; // the packet arrives at its destination's address
 
 export interface Step {

@@ -51,6 +51,8 @@ export interface ClusterFacts {
   subnets: { cidr: string; node: string; ns: string }[];
   /** routers beyond the nodes know the pod subnets (bgp): a node's default route is a path to pods too */
   routersKnowPods?: boolean;
+  /** each node's agent: running or not (what keeps the node's routes, FDB and lease) */
+  agents?: { node: string; ns: string; running: boolean; pid?: number }[];
   /** the cluster's services (to name a frontend a DNAT or a reject is for) */
   services?: { name: string; ip: string; port: number; proto: string; nodePort?: number }[];
 }

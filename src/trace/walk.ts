@@ -74,6 +74,7 @@ class Walker {
   private count = 0;
   /** a hop's packet as it leaves, where a source NAT changed it (its `packet` is as it was inside) */
   private readonly leaving = new WeakMap<Hop, Hop['packet']>();
+  private readonly agentsSaid = new Set<string>();
   constructor(
     private readonly view: TraceView,
     private readonly hops: Hop[],
@@ -122,6 +123,7 @@ class Walker {
   async l3(ns: string, iif: string | undefined, pkt: Packet, tun: Tunnel | undefined, arrived?: Hop): Promise<void> {
     // a frame that crossed into this namespace already has its hop (in = the port it came in on)
     const hop = arrived && arrived.ns === ns ? arrived : this.newHop(ns, iif, pkt, tun);
+    this.agentCheck(hop, ns);
     // netfilter before routing: prerouting for a packet that arrived (its state starts anew in this
     // namespace), output for one sent from here; a DNAT sends the rest of the walk to the endpoint
     pkt = await this.netfilter(hop, ns, iif ? 'prerouting' : 'output', iif ? { ...pkt, nf: undefined } : pkt, { iif }, tun);
@@ -195,10 +197,33 @@ class Walker {
       return net.family === entry.family && entry.prefix >= net.prefix && contains(net, entry.addr);
     });
     if (inCluster) return undefined;
+    const self = facts.subnets.find((x) => x.ns === ns)!.node;
+    const why = this.agentDown(peer.node)
+      ? `${peer.node}'s agent is not running: once its lease lapses, the other nodes drop their routes to it`
+      : this.agentDown(self)
+        ? `this node's agent (${self}) is not running, so nothing installs it`
+        : `the backend installs one route per peer node: is this node's agent running, has it seen ${peer.node}'s lease?`;
     return {
-      text: `no route for node ${peer.node}'s pod subnet ${peer.cidr} here: the packet would leave by ${fib.entry?.dst ?? 'the'} route via ${fib.gateway ?? fib.dev}, which knows no pods (the backend installs one route per peer node: is this node's agent running, has it seen ${peer.node}'s lease?)`,
+      text: `no route for node ${peer.node}'s pod subnet ${peer.cidr} here: the packet would leave by ${fib.entry?.dst ?? 'the'} route via ${fib.gateway ?? fib.dev}, which knows no pods (${why})`,
       command: `ip -n ${ns} route show ${peer.cidr}`,
     };
+  }
+
+  /**
+   * A node whose agent is not running: the kernel keeps what the agent programmed, so the packet may
+   * still pass, but nothing renews the node's lease (the peers drop its routes when it lapses) or
+   * adds routes for new peers — said once per node, on the path, not a break by itself.
+   */
+  private agentCheck(hop: Hop, ns: string): void {
+    const a = this.view.cluster?.()?.agents?.find((x) => x.ns === ns);
+    if (!a || a.running || this.agentsSaid.has(ns)) return;
+    this.agentsSaid.add(ns);
+    this.ok(hop, 'agent', `the agent of node ${a.node} is not running${a.pid ? ` (PID ${a.pid} gone)` : ''}: this node's routes and FDB stay as it left them, but its lease is not renewed — when it lapses, the other nodes drop their routes to ${a.node}`);
+  }
+
+  /** The node's agent is down (for the texts of breaks it explains). */
+  private agentDown(node: string): boolean {
+    return this.view.cluster?.()?.agents?.some((x) => x.node === node && !x.running) ?? false;
   }
 
   /** For a lookup that failed: the node whose pod subnet the address is in, and who should know the route. */
@@ -207,7 +232,8 @@ class Walker {
     const peer = ip && this.view.cluster?.()?.subnets.find((x) => contains(parseCidr(x.cidr), ip));
     if (!peer) return '';
     const router = this.view.role(ns) === 'router';
-    return `; ${dst} is in node ${peer.node}'s pod subnet ${peer.cidr}${router ? `, which the router learns over BGP from ${peer.node}: is its agent running and its session Established?` : ''}`;
+    const agent = this.agentDown(peer.node) ? `${peer.node}'s agent is not running` : `is ${peer.node}'s agent running and its session Established?`;
+    return `; ${dst} is in node ${peer.node}'s pod subnet ${peer.cidr}${router ? `, which the router learns over BGP from ${peer.node}: ${agent}` : ''}`;
   }
 
   /** The next hop's MAC on `out`: the neighbour entry, or the address's owner when none is resolved yet. */
@@ -404,6 +430,15 @@ class Walker {
     const d = tunDev && this.view.tunDatapath ? await this.view.tunDatapath(ns, tunDev.name) : undefined;
     if (!tunDev || !d || d.port !== tun.port) {
       throw this.fail(hop, 'decap', `${outer.dst} is here but no podnet-tund listens on UDP ${tun.port}: the datagram is dropped (ICMP port unreachable)`, `ip netns exec ${ns} ss -lun sport = :${tun.port}`);
+    }
+    // podnet-tund's checks on each datagram (docs/tun.md): a peer's address, an inner source in
+    // that peer's subnets, an inner destination in a local subnet
+    const from = d.table.peers.filter((p) => p.publicIP === outer.src);
+    if (from.length === 0) {
+      throw this.fail(hop, 'decap', `podnet-tund (PID ${d.pid}) here drops it: the sender ${outer.src} is in no peer line of ${d.peersFile} (drop_unknown_source; has this node's agent seen the sender's lease?)`, `cat ${d.peersFile}`, { ...d.table });
+    }
+    if (!longestMatch(from, tun.inner.src)) {
+      throw this.fail(hop, 'decap', `podnet-tund (PID ${d.pid}) here drops it: the inner source ${tun.inner.src} is outside the sender's subnets (${from.map((p) => p.subnet).join(', ')}) (drop_inner_source: a node sends to pods from its podnet.tun address, not its underlay address)`, `cat ${d.peersFile}`, { ...d.table });
     }
     if (!longestMatch(d.table.locals.map((subnet) => ({ subnet })), tun.inner.dst)) {
       throw this.fail(hop, 'decap', `podnet-tund (PID ${d.pid}) here does not accept ${tun.inner.dst}: it is in none of its local subnets (${d.table.locals.join(', ') || 'none'}), so it drops the packet`, `cat ${d.peersFile}`);

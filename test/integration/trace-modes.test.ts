@@ -7,10 +7,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniHarness } from '../helpers/cni.js';
 import { ensureLabBundle } from '../helpers/lab.js';
-import { MODE_CASES, type Conf } from '../helpers/modes.js';
+import { MODE_CASES, setupUnderlay, type Conf } from '../helpers/modes.js';
 import type { TraceResult } from '../../src/trace/types.js';
 
 const PODNET = new URL('../../dist/podnet.mjs', import.meta.url).pathname;
@@ -27,6 +28,25 @@ function trace(from: string | undefined, src: string, dst: string, extra: string
   return { code: p.status ?? 1, r, out: p.stdout + p.stderr };
 }
 
+const CLUSTER_IP = '10.96.7.10';
+const OUTSIDE = '192.168.77.1';
+
+function servicesDoc(endpoint: string): unknown {
+  return {
+    services: [{ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'default' }, spec: { type: 'ClusterIP', clusterIP: CLUSTER_IP, ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 80 }] } }],
+    endpointSlices: [
+      {
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { name: 'web-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
+        addressType: 'IPv4',
+        endpoints: [{ addresses: [endpoint], conditions: { ready: true } }],
+        ports: [{ name: 'http', protocol: 'TCP', port: 80 }],
+      },
+    ],
+  };
+}
+
 for (const c of MODE_CASES) {
   describe(`podnet trace: ${c.mode} mode pods`, () => {
     let h: CniHarness;
@@ -36,7 +56,8 @@ for (const c of MODE_CASES) {
       ensureLabBundle();
       h = new CniHarness();
       conf = c.conf(`tr${c.mode}`, { type: 'podnet-ipam', ranges: c.ranges, dataDir: join(h.tmp, 'ipam') });
-      c.setupNode?.(h);
+      // every node gets an uplink (eth0 to a router namespace at 192.168.77.1): "outside the cluster"
+      (c.setupNode ?? setupUnderlay)(h);
       for (const tag of ['a', 'b']) {
         const ns = h.pod(tag);
         // container IDs as runtimes make them: 64 hex digits
@@ -45,6 +66,12 @@ for (const c of MODE_CASES) {
         assert.equal(r.code, 0, `ADD: ${r.stdout} ${r.stderr}`);
         pods.push({ ns, ip: (r.json as { ips: { address: string }[] }).ips[0].address.split('/')[0], id });
       }
+      // a service with pod b as its endpoint, programmed by podnet's proxy in the node (one sync)
+      const svcFile = join(h.tmp, 'services.json');
+      writeFileSync(svcFile, JSON.stringify(servicesDoc(pods[1].ip)));
+      const cidr = pods[0].ip.replace(/\.\d+$/, '.0/24');
+      const sync = spawnSync('ip', ['netns', 'exec', h.nodeNs, process.execPath, PODNET, 'proxy', 'sync', '--once', '--strict', '--services', svcFile, '--cluster-cidr', cidr], { encoding: 'utf8' });
+      assert.equal(sync.status, 0, sync.stderr);
     });
     after(async () => {
       await h.cleanup();
@@ -100,6 +127,34 @@ for (const c of MODE_CASES) {
       const none = spawnSync(process.execPath, [PODNET, 'trace', '--host', '--ipam-dir', join(h.tmp, 'ipam'), 'abcdef0123', b.ip], { encoding: 'utf8' });
       assert.equal(none.status, 2, none.stderr);
       assert.match(none.stderr, /no pod of container abcdef0123 here/);
+    });
+
+    test('pod to a service IP: through the node\'s DNAT (bridge, routed); a macvlan pod bypasses the node, so it breaks where the kernel drops it', () => {
+      const [a, b] = pods;
+      const t = trace(a.ns, a.ip, `${CLUSTER_IP}:80`, ['--verify', '--sport', '40321']);
+      if (c.mode === 'macvlan') {
+        // the macvlan pod's default route is the underlay router, which knows no service
+        assert.equal(t.code, 1, t.out);
+        assert.equal(t.r.verdict, 'broken');
+        assert.notEqual(t.r.hops[t.r.broken!.hop].ns, h.nodeNs, t.out);
+        assert.equal(t.r.verify?.agrees, true, `the kernel drops it there too: ${JSON.stringify(t.r.verify, null, 1)}`);
+        return;
+      }
+      assert.equal(t.code, 0, t.out);
+      const node = t.r.hops.find((x) => x.ns === h.nodeNs)!;
+      assert.ok(node.steps.some((x) => x.kind === 'netfilter' && new RegExp(b.ip.replace(/\./g, '\\.')).test(x.text)), JSON.stringify(node.steps.map((x) => x.text)));
+      assert.equal(t.r.hops.at(-1)!.ns, b.ns);
+      assert.equal(t.r.verify?.agrees, true, JSON.stringify(t.r.verify, null, 1));
+    });
+
+    test('pod to outside the cluster (the uplink router): delivered there, and the kernel agrees', () => {
+      const [a] = pods;
+      const t = trace(a.ns, a.ip, OUTSIDE, ['--verify']);
+      assert.equal(t.code, 0, t.out);
+      assert.notEqual(t.r.hops.at(-1)!.ns, h.nodeNs);
+      if (c.mode !== 'macvlan') assert.equal(t.r.hops.at(-1)!.packet.src, '192.168.77.2', 'masqueraded to the node\'s address');
+      assert.equal(t.r.verify?.agrees, true, JSON.stringify(t.r.verify, null, 1));
+      assert.ok(h.ping(a.ns, OUTSIDE));
     });
 
     test('node to pod', () => {

@@ -4,7 +4,7 @@
 // (a peer subnet's route deleted, a subnet withdrawn at the router, podnet-tund gone, a FAILED
 // neighbour, a packet over the MTU), each named as the
 // first broken hop with exit code 1 — and a ping failing there too.
-import { labCli, labSuite, ensureLabBundle } from '../helpers/lab.js';
+import { labCli, labSuite, ensureLabBundle, probe } from '../helpers/lab.js';
 import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -59,7 +59,8 @@ for (const lab of LABS) {
       cli(['up', ...lab.args]);
       cli(['pod', 'add', 'a', '--node', 'n1']);
       cli(['pod', 'add', 'c', '--node', 'n1']);
-      cli(['pod', 'add', 'b', '--node', 'n2']);
+      cli(['pod', 'add', 'b', '--node', 'n2', '--serve', '80']);
+      cli(['service', 'add', 'web', '--port', '80', '--pods', 'b']);
       st = JSON.parse(readFileSync(join(LAB_DIR, tag, 'state.json'), 'utf8')) as St;
     });
 
@@ -125,6 +126,56 @@ for (const lab of LABS) {
       assert.ok(v.hops.every((h) => h.seen && h.agrees));
     });
 
+    // (with bgp a stopped agent withdraws its subnet at once: the router test above)
+    if (!lab.viaRouter) it("the destination node's agent not running: named on its hop, while the packet still passes on what it left in the kernel", () => {
+      cli(['agent', 'stop', 'n2']);
+      try {
+        const t = trace(tag, ['a', 'b']);
+        assert.equal(t.code, 0, t.out + t.err);
+        const steps = t.r!.hops.filter((h) => h.ns === st.nodes.n2.ns).flatMap((h) => h.steps);
+        const agent = steps.filter((x) => x.kind === 'agent');
+        assert.equal(agent.length, 1, JSON.stringify(steps.map((x) => x.text)));
+        assert.match(agent[0].text, /the agent of node n2 is not running/);
+        assert.ok(!t.r!.hops.some((h) => h.ns !== st.nodes.n2.ns && h.steps.some((x) => x.kind === 'agent')), 'only n2 is named');
+        assert.ok(ping(st.pods.a.ns, st.pods.b.ips[0]), 'the kernel still delivers');
+      } finally {
+        cli(['agent', 'start', 'n2']);
+      }
+    });
+
+    it('the JSON is stable: the same path twice gives the same document', () => {
+      const one = trace(tag, ['a', 'b:8080']);
+      const two = trace(tag, ['a', 'b:8080']);
+      assert.equal(one.code, 0, one.out);
+      // neighbour entries age between two runs (REACHABLE, STALE, resolved or not): all else is equal
+      const strip = (r: TraceResult) => JSON.stringify(r, (_k, v: unknown) => (v && typeof v === 'object' && (v as { kind?: string }).kind === 'neighbour' ? { kind: 'neighbour', ok: (v as { ok: boolean }).ok } : v));
+      assert.equal(strip(two.r!), strip(one.r!));
+      assert.deepEqual(Object.keys(one.r!).sort(), ['hops', 'query', 'verdict']);
+      for (const h of one.r!.hops) for (const k of Object.keys(h)) assert.ok(['ns', 'role', 'in', 'out', 'packet', 'steps'].includes(k), k);
+    });
+
+    it('pod to a service IP: DNAT on the node to its endpoint, delivered; the kernel agrees and a TCP connection works', () => {
+      const t = trace(tag, ['a', 'svc/web', '--verify', '--sport', '40123']);
+      assert.equal(t.code, 0, t.out + t.err);
+      const r = t.r!;
+      const nat = r.hops.flatMap((h) => h.steps).filter((x) => x.kind === 'netfilter' && /DNAT|dnat/.test(x.text));
+      assert.ok(nat.length >= 1, JSON.stringify(r.hops.map((h) => h.steps.map((x) => x.text))));
+      assert.equal(r.hops.at(-1)!.ns, st.pods.b.ns);
+      assert.equal(r.verify?.agrees, true, JSON.stringify(r.verify, null, 1));
+      const svcIp = r.query.dst;
+      const p = probe(st.pods.a.ns, 'tcp', svcIp, 80);
+      assert.equal(p.code, 0, p.err);
+      assert.match(p.out, /^b\b/);
+    });
+
+    it('--verify on one node and from a node: the kernel agrees', () => {
+      for (const args of [['a', 'c'], ['n1', 'b']]) {
+        const t = trace(tag, [...args, '--verify']);
+        assert.equal(t.code, 0, `${args.join(' ')}: ${t.out}${t.err}`);
+        assert.equal(t.r!.verify?.agrees, true, JSON.stringify(t.r!.verify, null, 1));
+      }
+    });
+
     it('the text output and the JSON say the same', () => {
       const text = spawnSync(process.execPath, [PODNET, 'trace', 'a', 'b', '--name', tag], { encoding: 'utf8', env: { ...process.env, PODNET_LAB_DIR: LAB_DIR } });
       assert.equal(text.status, 0, text.stderr);
@@ -168,7 +219,7 @@ for (const lab of LABS) {
           assert.equal(t.code, 1, t.out + t.err);
           const r = t.r!;
           assert.equal(r.hops[r.broken!.hop].ns, st.router!.ns, t.out);
-          assert.match(r.broken!.reason, new RegExp(`node n1's pod subnet ${subnet.replace(/\./g, '\\.')}, which the router learns over BGP from n1`));
+          assert.match(r.broken!.reason, new RegExp(`node n1's pod subnet ${subnet.replace(/\./g, '\\.')}, which the router learns over BGP from n1: n1's agent is not running`));
           assert.equal(ping(st.pods.b.ns, st.pods.a.ips[0]), false, 'the kernel drops it too');
         } finally {
           cli(['agent', 'start', 'n1']);
@@ -177,6 +228,16 @@ for (const lab of LABS) {
     }
 
     if (lab.tunnel === 'tun') {
+      it("broken: a node's underlay address as the inner source — podnet-tund on the peer drops it (named), and so does the kernel path", () => {
+        const t = trace(tag, [st.nodes.n1.ip, 'b']);
+        assert.equal(t.code, 1, t.out + t.err);
+        assert.equal(t.r!.hops[t.r!.broken!.hop].ns, st.nodes.n2.ns);
+        assert.match(t.r!.broken!.reason, /inner source .* is outside the sender's subnets .*drop_inner_source/);
+        assert.equal(spawnSync('ip', ['netns', 'exec', st.nodes.n1.ns, 'ping', '-n', '-q', '-c1', '-W1', '-I', st.nodes.n1.ip, st.pods.b.ips[0]]).status === 0, false);
+        // named by the node, the source is the one the kernel picks (its podnet.tun address): complete
+        assert.equal(trace(tag, ['n1', 'b']).code, 0);
+      });
+
       it("broken: n2's podnet-tund gone (its agent stopped, the daemon killed) — named at n2's decapsulation, exit 1, and a ping fails", async () => {
         cli(['agent', 'stop', 'n2']);
         try {
