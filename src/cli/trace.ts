@@ -1,24 +1,18 @@
 // `podnet trace SRC DST`: the path a packet of a 5-tuple takes, hop by hop, from live kernel state.
-// In a lab (--name, or the only lab) SRC and DST are pod or node names or addresses; on a real
-// node (--from-netns) SRC is an address in that namespace (or its first one) and the walk may pass
-// every named namespace of the machine.
+// In a lab (--name, or the only lab) SRC and DST are pod, node or service names or addresses; on a
+// real node (--from-netns, --host) SRC is an address or a pod's container ID and the walk may pass
+// the node's own namespace and every named one. docs/trace.md says how each step is decided.
 import { Command, Option } from 'commander';
-import type { Proto } from '../trace/types.js';
+import type { TraceRequest } from '../trace/query.js';
 
 /** Exit codes: 0 the path is complete, 1 it breaks (or the trace failed), 2 bad usage. */
 const EXIT_BROKEN = 1;
 const EXIT_USAGE = 2;
 
-interface TraceOpts {
+/** The request's options as commander gives them (strings), plus the CLI's own. */
+interface TraceOpts extends Omit<TraceRequest, 'lab'> {
   name?: string;
-  fromNetns?: string;
-  host?: boolean;
-  ipamDir?: string;
-  proto?: Proto;
-  port?: string;
-  sport?: string;
   size: string;
-  ipv6?: boolean;
   output: 'text' | 'json';
   verify?: boolean;
   verifyWindow?: string;

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
 import { netnsWithPrefix } from './netns.js';
+import type { TraceResult } from '../../src/trace/types.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
@@ -74,4 +75,16 @@ if (proto === 'tcp') {
 export function probe(ns: string, proto: 'tcp' | 'udp', host: string, port: number, timeoutMs = 3000): { code: number; out: string; err: string } {
   const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '-e', PROBE, proto, host, String(port), String(timeoutMs)], { encoding: 'utf8', timeout: timeoutMs + 5000 });
   return { code: r.status ?? 1, out: r.stdout ?? '', err: r.stderr ?? '' };
+}
+
+/** `podnet trace ARGS --name TAG -o json` from the bundle in a lab directory: exit code, the parsed result (when it printed one), stdout, stderr. */
+export function labTrace(labDir: string, tag: string, args: string[], timeoutMs = 60_000): { code: number; r?: TraceResult; out: string; err: string } {
+  const p = spawnSync(process.execPath, [join(ROOT, 'dist/podnet.mjs'), 'trace', ...args, '--name', tag, '-o', 'json'], { encoding: 'utf8', env: { ...process.env, PODNET_LAB_DIR: labDir }, timeout: timeoutMs });
+  let r: TraceResult | undefined;
+  try {
+    r = JSON.parse(p.stdout) as TraceResult;
+  } catch {
+    r = undefined;
+  }
+  return { code: p.status ?? 1, r, out: p.stdout, err: p.stderr };
 }

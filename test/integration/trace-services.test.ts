@@ -4,27 +4,17 @@
 // endpoints rejected with a TCP reset (and a real connection refused); a NodePort masqueraded at
 // the node that DNATs it; a foreign table's forward policy drop added by hand in n1 as the broken
 // hop (a real connection times out there), then removed; the same DNAT with --proxy-mode iptables.
-import { ensureLabBundle, labCli, probe } from '../helpers/lab.js';
-import { netnsWithPrefix } from '../helpers/netns.js';
-import { after, before, describe, it } from 'node:test';
+import { ensureLabBundle, labCli, labSuite, labTrace, probe } from '../helpers/lab.js';
+import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Step, TraceResult } from '../../src/trace/types.js';
 
-const PODNET = new URL('../../dist/podnet.mjs', import.meta.url).pathname;
-const LAB_DIR = mkdtempSync(join(tmpdir(), 'pnlab-trace-svc-'));
-const tags: string[] = [];
-after(() => {
-  for (const tag of tags) {
-    if (existsSync(join(LAB_DIR, tag))) labCli(LAB_DIR, ['down', '--name', tag]);
-    for (const ns of netnsWithPrefix(`pnlab-${tag}-`)) spawnSync('ip', ['netns', 'del', ns]);
-  }
-  rmSync(LAB_DIR, { recursive: true, force: true });
-});
+const suite = labSuite('pnlab-trace-svc');
+const LAB_DIR = suite.dir;
 
 interface St {
   nodes: Record<string, { ns: string; ip: string }>;
@@ -32,16 +22,7 @@ interface St {
   services: Record<string, { service: { spec: { clusterIP: string; ports: { port: number; nodePort?: number }[] } } }>;
 }
 
-function trace(tag: string, args: string[]): { code: number; r?: TraceResult; out: string; err: string } {
-  const p = spawnSync(process.execPath, [PODNET, 'trace', ...args, '--name', tag, '-o', 'json'], { encoding: 'utf8', env: { ...process.env, PODNET_LAB_DIR: LAB_DIR } });
-  let r: TraceResult | undefined;
-  try {
-    r = JSON.parse(p.stdout) as TraceResult;
-  } catch {
-    r = undefined;
-  }
-  return { code: p.status ?? 1, r, out: p.stdout, err: p.stderr };
-}
+const trace = (tag: string, args: string[]) => labTrace(LAB_DIR, tag, args);
 
 async function until(what: string, ok: () => boolean, ms = 20_000): Promise<void> {
   const t0 = Date.now();
@@ -65,7 +46,7 @@ const stable = (steps: Step[]) => JSON.parse(JSON.stringify(steps.filter((s) => 
 
 function labFixture(mode: 'nftables' | 'iptables') {
   const tag = `s${randomBytes(3).toString('hex')}`;
-  tags.push(tag);
+  suite.register(tag);
   const cli = (args: string[]) => {
     const r = labCli(LAB_DIR, [...args, '--name', tag]);
     assert.equal(r.code, 0, `lab ${args.join(' ')}: ${r.stderr}`);

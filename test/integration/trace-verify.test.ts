@@ -6,7 +6,7 @@
 // route is a break past which the destination never sees the packet. After every run, and after a
 // run interrupted by SIGINT while its tables exist, no podnet-trace table is left in any of the
 // lab's namespaces and no `nft monitor` runs in them.
-import { labCli, labSuite, ensureLabBundle } from '../helpers/lab.js';
+import { labCli, labSuite, labTrace, ensureLabBundle } from '../helpers/lab.js';
 import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -34,16 +34,7 @@ const cli = (args: string[]) => {
   assert.equal(r.code, 0, `lab ${args.join(' ')}: ${r.stderr}`);
 };
 
-function trace(args: string[]): { code: number; r?: TraceResult; out: string; err: string } {
-  const p = spawnSync(process.execPath, [PODNET, 'trace', ...args, '--name', tag, '-o', 'json'], { encoding: 'utf8', env, timeout: 30_000 });
-  let r: TraceResult | undefined;
-  try {
-    r = JSON.parse(p.stdout) as TraceResult;
-  } catch {
-    r = undefined;
-  }
-  return { code: p.status ?? 1, r, out: p.stdout, err: p.stderr };
-}
+const trace = (args: string[]) => labTrace(LAB_DIR, tag, args, 30_000);
 
 const labNamespaces = () => [st.fabricNs, ...Object.values(st.nodes).map((n) => n.ns), ...Object.values(st.pods).map((p) => p.ns)];
 

@@ -4,7 +4,7 @@
 // (a peer subnet's route deleted, a subnet withdrawn at the router, podnet-tund gone, a FAILED
 // neighbour, a packet over the MTU), each named as the
 // first broken hop with exit code 1 — and a ping failing there too.
-import { labCli, labSuite, ensureLabBundle, probe } from '../helpers/lab.js';
+import { labCli, labSuite, labTrace, ensureLabBundle, probe } from '../helpers/lab.js';
 import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -24,16 +24,7 @@ interface St {
   pods: Record<string, { ns: string; ips: string[]; node: string }>;
 }
 
-function trace(tag: string, args: string[]): { code: number; r?: TraceResult; out: string; err: string } {
-  const p = spawnSync(process.execPath, [PODNET, 'trace', ...args, '--name', tag, '-o', 'json'], { encoding: 'utf8', env: { ...process.env, PODNET_LAB_DIR: LAB_DIR } });
-  let r: TraceResult | undefined;
-  try {
-    r = JSON.parse(p.stdout) as TraceResult;
-  } catch {
-    r = undefined;
-  }
-  return { code: p.status ?? 1, r, out: p.stdout, err: p.stderr };
-}
+const trace = (tag: string, args: string[]) => labTrace(LAB_DIR, tag, args);
 
 const ping = (ns: string, ip: string) => spawnSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c1', '-W1', ip]).status === 0;
 
