@@ -293,3 +293,17 @@ export function resolveLabName(given?: string): string {
   const labs = listLabs();
   return labs.length === 1 ? labs[0] : 'lab';
 }
+
+/** What a lab was made with, with the defaults of labs made before a setting existed (for status and the web page). */
+export function labSettings(s: LabState) {
+  return {
+    name: s.name,
+    phase: s.phase,
+    backend: s.backend,
+    store: s.store,
+    network: s.network,
+    ...(s.ipv6Network ? { ipv6Network: s.ipv6Network } : {}),
+    serviceCidr: s.serviceCidr ?? DEFAULT_SERVICE_CIDR,
+    proxyMode: s.proxyMode ?? DEFAULT_PROXY_MODE,
+  };
+}

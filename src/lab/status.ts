@@ -2,7 +2,7 @@
 // (is the PID still the process the lab started, does the namespace exist, what subnet did the
 // agent lease).
 import { isAlive, netnsExists } from './sys.js';
-import { DEFAULT_PROXY_MODE, DEFAULT_SERVICE_CIDR, listLabs, loadState, type LabState } from './state.js';
+import { labSettings, listLabs, loadState, type LabState } from './state.js';
 import { nodeSubnet } from './lab.js';
 import { nodeTundPid } from './agents.js';
 import { isPodServer } from './serve.js';
@@ -46,15 +46,8 @@ export async function labStatusWithServices(s: LabState): Promise<LabStatus> {
 /** The status, with the services as the lab last wrote them (no store read: synchronous). */
 export function labStatus(s: LabState): LabStatus {
   return {
-    name: s.name,
-    phase: s.phase,
+    ...labSettings(s),
     dir: s.dir,
-    backend: s.backend,
-    store: s.store,
-    network: s.network,
-    ...(s.ipv6Network ? { ipv6Network: s.ipv6Network } : {}),
-    serviceCidr: s.serviceCidr ?? DEFAULT_SERVICE_CIDR,
-    proxyMode: s.proxyMode ?? DEFAULT_PROXY_MODE,
     underlay: `192.168.${s.underlayK}.0/24`,
     fabric: { ns: s.fabricNs, ip: s.fabricIp, exists: netnsExists(s.fabricNs) },
     ...(s.racks ? { racks: s.racks.map((r) => ({ index: r.index, underlay: `192.168.${r.k}.0/24`, ...(r.v6Prefix ? { underlay6: r.v6Prefix } : {}), bridge: r.bridge, router: r.routerIp, ...(r.routerIp6 ? { router6: r.routerIp6 } : {}) })) } : {}),

@@ -4,10 +4,11 @@
 // the link it crossed) and the tunnels between nodes for the vxlan and tun backends. Pure: the
 // state file plus a few live facts read elsewhere (src/lab/ui/live.ts) in, the graph model out.
 import type { LabState } from '../state.js';
-import { DEFAULT_PROXY_MODE, DEFAULT_SERVICE_CIDR } from '../state.js';
+import { labSettings } from '../state.js';
 import { serviceListFromState } from '../service-ops.js';
 import { portText } from '../services.js';
 import type { Hop, TraceResult } from '../../trace/types.js';
+import { labNamespaces } from '../../trace/lab-endpoints.js';
 
 /** What is read from the running system (cheap reads only), per namespace or node name. */
 export interface LiveFacts {
@@ -203,23 +204,10 @@ export function buildTopology(s: LabState, live: LiveFacts): UiTopology {
       }
   }
 
-  const roles: Record<string, string> = { [s.fabricNs]: 'fabric' };
-  if (s.router) roles[s.router.ns] = 'router';
-  for (const n of nodes) roles[n.ns] = `node ${n.name}`;
-  for (const p of pods) roles[p.ns] = `pod ${p.name}`;
-  for (const m of etcd) roles[m.ns] = `etcd ${m.name}`;
+  const roles = labNamespaces(s);
 
   return {
-    lab: {
-      name: s.name,
-      phase: s.phase,
-      backend: s.backend,
-      store: s.store,
-      network: s.network,
-      ...(s.ipv6Network ? { ipv6Network: s.ipv6Network } : {}),
-      serviceCidr: s.serviceCidr ?? DEFAULT_SERVICE_CIDR,
-      proxyMode: s.proxyMode ?? DEFAULT_PROXY_MODE,
-    },
+    lab: labSettings(s),
     fabric: { ns: s.fabricNs, ip: s.fabricIp, underlay: `192.168.${s.underlayK}.0/24`, health: health(has(s.fabricNs)) },
     racks,
     ...(s.router
