@@ -6,6 +6,7 @@ import { SUPPORTED_VERSIONS } from '../cni/version.js';
 import { registerLabCommands } from './lab.js';
 import { registerBgpCommands } from './bgp.js';
 import { registerTraceCommands } from './trace.js';
+import { registerIpamCommands } from './ipam.js';
 import { parsePortRange, registerProxyCommands } from './proxy.js';
 
 const VERSION = '0.1.0';
@@ -126,6 +127,7 @@ export function buildCli(): Command {
   registerLabCommands(program);
   registerBgpCommands(program);
   registerTraceCommands(program);
+  registerIpamCommands(program);
   return program;
 }
 
