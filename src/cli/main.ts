@@ -6,6 +6,7 @@ import { SUPPORTED_VERSIONS } from '../cni/version.js';
 import { registerLabCommands } from './lab.js';
 import { registerBgpCommands } from './bgp.js';
 import { registerTraceCommands } from './trace.js';
+import { registerCleanupCommands } from './cleanup.js';
 import { registerIpamCommands } from './ipam.js';
 import { parsePortRange, registerProxyCommands } from './proxy.js';
 
@@ -127,6 +128,7 @@ export function buildCli(): Command {
   registerLabCommands(program);
   registerBgpCommands(program);
   registerTraceCommands(program);
+  registerCleanupCommands(program);
   registerIpamCommands(program);
   return program;
 }
