@@ -162,11 +162,11 @@ test('ipam check finds the leaks a kill -9 in the middle of an ADD and a netns d
   delNetns(pb);
 
   // young reservations with no interface are pending (an ADD may be in flight): not leaks yet, not released
-  const young = checkJson();
+  const young = checkJson('--grace', '600');
   assert.equal(young.code, 0, young.run.stdout);
   assert.deepEqual(young.j.allocations.filter((a) => a.state !== 'live').map((a) => [a.ip, a.state]).sort(), [[ipB, 'pending'], [ipD, 'pending'], [ipG, 'pending']].sort());
   const files0 = snapshotFiles();
-  const gcYoung = ipam('gc', '--data-dir', dataDir);
+  const gcYoung = ipam('gc', '--data-dir', dataDir, '--grace', '600');
   assert.equal(gcYoung.code, 0, gcYoung.stderr);
   assert.match(gcYoung.stdout, /no leaks/);
   assert.deepEqual(snapshotFiles(), files0);
