@@ -13,7 +13,8 @@
 //     the jumps to them in the built-in chains, and the FORWARD rules commented "podnet-cluster".
 //   - the running podnet-tund of the data dir (by its pidfile, verified in /proc), files: the agent's
 //     socket (a socket), subnet.env (PODNET_ lines), <data-dir>/tund; with --all also the IPAM
-//     state of podnet's networks, <data-dir>/subnet and <data-dir>/bgp-running.
+//     state of podnet's networks, <data-dir>/subnet and <data-dir>/bgp-running, and <data-dir>
+//     itself when nothing else is in it.
 import type { FdbEntry, Link, Neighbour, Route } from '../kernel/types.js';
 import { parseOwnerAlias } from '../cni/modes/common.js';
 import { isPodnetRoute, routeDelSpec } from './backends/common.js';
@@ -59,6 +60,8 @@ export interface NodeFiles {
   dataFiles: string[];
   /** IPAM network dirs of podnet's networks that exist: path and network name */
   ipamDirs: { path: string; network: string }[];
+  /** --data-dir, when it exists, and the names in it */
+  dataDir?: { path: string; entries: string[] };
 }
 
 export interface TundSeen {
@@ -91,7 +94,9 @@ export type CleanupItem =
   | { kind: 'fdb'; what: string; why: string; dev: string; mac: string; dst: string }
   | { kind: 'link'; what: string; why: string; name: string }
   | { kind: 'file'; what: string; why: string; path: string }
-  | { kind: 'dir'; what: string; why: string; path: string };
+  | { kind: 'dir'; what: string; why: string; path: string }
+  /** removed only if empty by then (rmdir) */
+  | { kind: 'empty-dir'; what: string; why: string; path: string };
 
 export interface CleanupPlanOptions {
   /** also the IPAM state and the agent's remembered subnet */
@@ -200,6 +205,12 @@ export function planCleanup(state: NodeState, opts: CleanupPlanOptions): Cleanup
   if (opts.all) {
     for (const p of f.dataFiles) items.push({ kind: 'file', what: `file ${p}`, why: "the agent's state in --data-dir (--all)", path: p });
     for (const d of f.ipamDirs) items.push({ kind: 'dir', what: `dir ${d.path}`, why: `IPAM reservations of podnet network ${d.network} (--all)`, path: d.path });
+    // the data dir itself when nothing but what goes now is in it (a file store there stays, and so does the dir)
+    const d = f.dataDir;
+    const going = new Set(items.flatMap((i) => (i.kind === 'file' || i.kind === 'dir' ? [i.path] : [])));
+    if (d && d.entries.every((e) => going.has(`${d.path.replace(/\/$/, '')}/${e}`))) {
+      items.push({ kind: 'empty-dir', what: `dir ${d.path} (empty by then)`, why: 'the agent\'s --data-dir, holding nothing else (--all)', path: d.path });
+    }
   }
   return items;
 }

@@ -1,7 +1,7 @@
 // `podnet cleanup`: reads the node (this process' network namespace), plans with cleanup-plan.ts
 // and applies the plan through the KernelAdapter, nft and iptables-restore. Idempotent: every
 // deletion tolerates an object already gone, and a second run plans nothing.
-import { existsSync, lstatSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, rmdirSync, rmSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { defaultKernel, defaultNft, isUnsupported, KernelError, spawnCapture } from '../kernel/index.js';
@@ -116,6 +116,7 @@ export async function readNodeState(o: CleanupOptions, kernel: KernelAdapter = d
       ...(existsSync(tf.dir) ? { tundDir: tf.dir } : {}),
       dataFiles: ['subnet', 'bgp-running'].map((f) => join(resolve(o.dataDir), f)).filter((p) => existsSync(p)),
       ipamDirs,
+      ...(existsSync(o.dataDir) && lstatSync(o.dataDir).isDirectory() ? { dataDir: { path: resolve(o.dataDir), entries: readdirSync(o.dataDir) } } : {}),
     },
   };
 }
@@ -215,6 +216,7 @@ export async function applyCleanup(plan: CleanupItem[], kernel: KernelAdapter = 
   for (const p of plan) {
     if (p.kind === 'file') await step(p.what, async () => unlinkSync(p.path));
     else if (p.kind === 'dir') await step(p.what, async () => rmSync(p.path, { recursive: true, force: true }));
+    else if (p.kind === 'empty-dir') await step(p.what, async () => rmdirSync(p.path));
   }
   return steps;
 }

@@ -104,6 +104,7 @@ function fixture(): NodeState {
       tundDir: '/var/lib/podnet/tund',
       dataFiles: ['/var/lib/podnet/subnet'],
       ipamDirs: [{ path: '/var/lib/cni/networks/cbr0', network: 'cbr0' }],
+      dataDir: { path: '/var/lib/podnet', entries: ['subnet', 'tund'] },
     },
   };
 }
@@ -162,7 +163,10 @@ test('--all adds the IPAM state and the remembered subnet; a subnet file without
   const s = fixture();
   const without = whats(planCleanup(s, { all: false }));
   const withAll = whats(planCleanup(s, { all: true }));
-  assert.deepEqual(withAll.filter((w) => !without.includes(w)), ['file /var/lib/podnet/subnet', 'dir /var/lib/cni/networks/cbr0']);
+  assert.deepEqual(withAll.filter((w) => !without.includes(w)), ['file /var/lib/podnet/subnet', 'dir /var/lib/cni/networks/cbr0', 'dir /var/lib/podnet (empty by then)']);
+  // a data dir holding anything else (a file store, say) stays
+  s.files.dataDir = { path: '/var/lib/podnet', entries: ['subnet', 'tund', 'store'] };
+  assert.ok(!whats(planCleanup(s, { all: true })).some((w) => w.startsWith('dir /var/lib/podnet ')));
   s.files.subnetFile = { path: '/run/podnet/subnet.env', content: 'SOMETHING_ELSE=1\n' };
   assert.ok(!whats(planCleanup(s, { all: false })).some((w) => w.includes('subnet.env')));
 });
