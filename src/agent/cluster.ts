@@ -25,6 +25,9 @@ import { renderSubnetEnv, writeSubnetEnv } from './subnet-env.js';
 import { writeAtomic } from '../cni/install.js';
 import type { ProxyMode } from '../proxy/engine.js';
 import type { ProxyNode } from '../proxy/model.js';
+import type { ClusterTracker } from './health.js';
+import { describeOp } from '../kernel/render.js';
+import { readTundStats } from './tund/index.js';
 
 export interface ClusterOptions {
   configPath: string;
@@ -48,6 +51,8 @@ export interface ClusterOptions {
   /** bgp backend: this node's peers, ADDR[:ASN] (replace net-conf's Peers) */
   bgpPeers?: string[];
   log: Logger;
+  /** metrics and probes (--metrics-addr): the lease, the passes and the proxy are reported to it */
+  tracker?: ClusterTracker;
 }
 
 export interface ClusterAgent {
@@ -111,6 +116,9 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   const ownBackendData = tun ? { Port: tun.port } : bgpConf ? { ASN: bgpConf.asn, Peers: describePeers(bgpConf.peers), RouterID: bgpConf.routerId! } : {};
   let held: HeldLease = await acquireLease({ store, conf, prefix, ttlSeconds: o.leaseTtl, publicIP: node.publicIP, publicIPv6: node.publicIPv6, nodeName: o.nodeName, backendData: ownBackendData, remembered, log });
   writeAtomic(rememberFile, held.lease.subnet + '\n', 0o644);
+  const tracker = o.tracker;
+  tracker?.setLease(held.lease, true);
+  tracker?.metrics?.setBackend(backend.type);
   const locals = [held.lease.subnet, ...(held.lease.ipv6Subnet ? [held.lease.ipv6Subnet] : [])];
   let dev: DeviceResult | undefined;
   let tund: TundHandle | undefined;
@@ -175,16 +183,27 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   // lease events reconcile against the state known from the last pass; the periodic resync
   // (and any pass after a failure) reads the kernel in full and repairs drift
   let wantFull = true;
-  const watcher = new LeaseWatcher(store, () => schedule(), log.child({ subsys: 'leases' }), prefix);
+  const watcher = new LeaseWatcher(
+    store,
+    () => {
+      tracker?.changeSeen();
+      schedule();
+    },
+    log.child({ subsys: 'leases' }),
+    prefix,
+    { onReset: () => tracker?.watchReset(), onError: () => tracker?.storeError('watch') },
+  );
+  const peersNow = () => [...watcher.leases.values()].filter((l) => l.subnet !== held.lease.subnet);
   const reconcileNow = async () => {
     if (running) {
       again = true;
       return;
     }
     running = true;
+    const peers = peersNow();
+    const full = wantFull;
+    const tok = tracker?.passStart(peers);
     try {
-      const peers = [...watcher.leases.values()].filter((l) => l.subnet !== held.lease.subnet);
-      const full = wantFull;
       wantFull = false;
       // one pidfile read and one /proc look per pass
       if (tundOpts && !findTund(tundOpts.dataDir)) {
@@ -204,8 +223,10 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
       for (const err of report.errors) log.error('peer refused', { ...err });
       // the userspace datapath (tun) takes the peers of the plan just applied
       if (report.datapath && backend.syncDatapath) await backend.syncDatapath(report.datapath);
+      if (tok) tracker?.passDone(tok, full, report);
     } catch (e) {
       wantFull = true;
+      if (tok) tracker?.passFailed(tok, full, e as Error);
       log.error('reconcile failed (retried on the next change or resync)', { error: (e as Error).message });
     } finally {
       running = false;
@@ -224,23 +245,39 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
     }, 5);
   };
   await watcher.start();
+  if (tracker) {
+    // readiness: the kernel holds what the plan wants now (a dry run), podnet-tund runs, subnet.env is there
+    tracker.probes.subnetFile = () => existsSync(o.subnetFile);
+    tracker.probes.datapath = async () => {
+      const out: string[] = [];
+      if (tundOpts && !findTund(tundOpts.dataDir)) out.push('datapath not programmed: podnet-tund is not running');
+      const ops = await reconciler.pending(held.lease, peersNow());
+      if (ops.length) out.push(`datapath not programmed: ${ops.length} change(s) pending (drift not repaired yet): ${ops.slice(0, 3).map(describeOp).join('; ')}${ops.length > 3 ? '; …' : ''}`);
+      return out;
+    };
+    tracker.probes.state = () => ({ backend: backend.type, device: dev?.device, mtu: podMtu, subnetFile: o.subnetFile, programmed: reconciler.knownState() ?? null, ...(speaker ? { bgp: speaker.status() } : {}), ...(tundOpts ? { tund: readTundStats(tundOpts.dataDir) ?? null } : {}) });
+    tracker.metrics?.setSources({ ...(tundOpts ? { tundStats: () => readTundStats(tundOpts.dataDir) } : {}), ...(speaker ? { bgpStatus: () => speaker!.status() } : {}) });
+  }
   const proxy = o.proxyMode && o.proxyMode !== 'off' ? await startProxy(o, store, { name: o.nodeName, nodeIPs: [node.publicIP, ...(node.publicIPv6 ? [node.publicIPv6] : [])], clusterCIDRs: clusterCidrs, nodePortRange: o.nodePortRange ?? [30000, 32767] }) : undefined;
   const resync = setInterval(() => {
     wantFull = true;
     schedule();
     // the lease view too: a watch stuck in reconnect backoff after a store outage must not keep
     // a new peer out for longer than one resync period (a change found schedules a pass itself)
-    watcher.relist().catch((e: Error) => log.warn('re-listing leases failed (the watch still runs)', { error: e.message }));
+    watcher.relist().catch((e: Error) => (tracker?.storeError('list'), log.warn('re-listing leases failed (the watch still runs)', { error: e.message })));
   }, o.resyncSeconds * 1000);
 
   // keep the lease alive; a store outage leaves the datapath as it is
   const keepAlive = setInterval(async () => {
     try {
       if (!(await store.keepAlive(held.leaseId))) {
+        tracker?.renewal('expired');
         log.warn('subnet lease expired (store outage longer than its TTL?); taking it again');
         held = await acquireLease({ store, conf, prefix, ttlSeconds: o.leaseTtl, publicIP: node.publicIP, publicIPv6: node.publicIPv6, nodeName: o.nodeName, backendData: held.lease.backendData, remembered: held.lease.subnet, log });
-      }
+        tracker?.setLease(held.lease, true);
+      } else tracker?.renewal('success');
     } catch (e) {
+      tracker?.renewal('error');
       log.warn('cannot renew the subnet lease (store unreachable?); datapath unchanged', { error: (e as Error).message });
     }
   }, Math.max(500, (o.leaseTtl * 1000) / 3));
@@ -280,12 +317,18 @@ function bgpNodeConfig(conf: NetConf, o: ClusterOptions, node: NodeIdentity): Bg
 
 /** The service proxy inside the agent: a Proxier fed from the store's Service and EndpointSlice keys. */
 async function startProxy(o: ClusterOptions, store: Store, node: ProxyNode): Promise<{ stop(): Promise<void> }> {
+  const tracker = o.tracker;
   const { createEngine } = await import('../proxy/engines/index.js');
   const { Proxier } = await import('../proxy/proxier.js');
   const { startStoreSource } = await import('../proxy/store-source.js');
   const log = o.log.child({ subsys: 'proxy' });
   const engine = await createEngine(o.proxyMode as ProxyMode);
-  const proxier = new Proxier({ engine, node, log, resyncIntervalMs: Math.max(o.resyncSeconds, 60) * 1000 });
+  const proxier = new Proxier({ engine, node, log, resyncIntervalMs: Math.max(o.resyncSeconds, 60) * 1000, ...(tracker ? { onSync: (r) => tracker.proxySync(r as typeof r & { kind: 'full' | 'partial' }), onSyncError: (kind) => tracker.proxySyncFailed(kind) } : {}) });
+  if (tracker) {
+    tracker.probes.proxy = () => proxier.status();
+    const prev = tracker.probes.state;
+    tracker.probes.state = () => ({ ...(prev?.() as object), proxy: { mode: o.proxyMode, ...proxier.status(), ports: (proxier.model()?.ports ?? []).map((p) => ({ id: p.id, protocol: p.protocol, port: p.port, clusterIPs: p.clusterIPs, externalIPs: p.externalIPs, nodePort: p.nodePort, endpoints: p.endpoints })) } });
+  }
   const source = await startStoreSource(store, proxier, log);
   const first = await proxier.sync().catch((e: Error) => {
     log.error('first proxy sync failed (retrying)', { error: e.message });

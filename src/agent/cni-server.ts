@@ -24,7 +24,10 @@ export interface CniServer {
  */
 export type ControlHandlers = Map<string, () => unknown>;
 
-export async function startCniServer(opts: { socket: string; log: Logger; cniLog?: Logger; controls?: ControlHandlers }): Promise<CniServer> {
+/** Called after each CNI request (metrics): the request, whether it succeeded, its time in seconds. */
+export type CniRequestHook = (req: { env: Record<string, string>; stdin: string } | undefined, ok: boolean, seconds: number) => void;
+
+export async function startCniServer(opts: { socket: string; log: Logger; cniLog?: Logger; controls?: ControlHandlers; onRequest?: CniRequestHook }): Promise<CniServer> {
   const { socket, log } = opts;
   mkdirSync(dirname(socket), { recursive: true, mode: 0o700 });
   try {
@@ -46,14 +49,18 @@ export async function startCniServer(opts: { socket: string; log: Logger; cniLog
       stats.inFlight++;
       void (async () => {
         let out: Buffer;
+        const t0 = process.hrtime.bigint();
+        let req: ReturnType<typeof decodeRequest> | undefined;
+        let ok = false;
+        let control = false;
         try {
-          const t0 = process.hrtime.bigint();
-          const req = decodeRequest(Buffer.concat(chunks));
-          const control = req.env.PODNET_CONTROL;
-          if (control !== undefined) {
+          req = decodeRequest(Buffer.concat(chunks));
+          const controlName = req.env.PODNET_CONTROL;
+          if (controlName !== undefined) {
+            control = true;
             stats.requests--;
-            const h = opts.controls?.get(control);
-            out = h ? encodeResponse({ exitCode: 0, stdout: JSON.stringify(await h()) + '\n', stderr: '' }) : encodeResponse({ exitCode: 1, stdout: JSON.stringify({ error: `this agent does not answer ${control}` }) + '\n', stderr: '' });
+            const h = opts.controls?.get(controlName);
+            out = h ? encodeResponse({ exitCode: 0, stdout: JSON.stringify(await h()) + '\n', stderr: '' }) : encodeResponse({ exitCode: 1, stdout: JSON.stringify({ error: `this agent does not answer ${controlName}` }) + '\n', stderr: '' });
           } else {
             const which = req.env.PODNET_PLUGIN || 'podnet';
             const ms = (a: bigint, b: bigint): number => Number(b - a) / 1e6;
@@ -61,6 +68,7 @@ export async function startCniServer(opts: { socket: string; log: Logger; cniLog
             const steps = { 'socket-read': firstByte === undefined ? 0 : ms(firstByte, t0), decode: ms(t0, process.hrtime.bigint()) };
             const res = await runCni(which, req, opts.cniLog ?? log, steps);
             if (res.exitCode !== 0) stats.failures++;
+            ok = res.exitCode === 0;
             out = encodeResponse(res);
           }
         } catch (e) {
@@ -70,6 +78,13 @@ export async function startCniServer(opts: { socket: string; log: Logger; cniLog
           log.error('request failed', { error: (e as Error).stack });
         } finally {
           stats.inFlight--;
+        }
+        if (!control && opts.onRequest) {
+          try {
+            opts.onRequest(req, ok, Number(process.hrtime.bigint() - t0) / 1e9);
+          } catch (e) {
+            log.warn('CNI request hook failed', { error: (e as Error).message });
+          }
         }
         conn.end(out);
       })();

@@ -133,6 +133,8 @@ export class LeaseWatcher {
     private readonly onChange: () => void,
     private readonly log: Logger,
     private readonly prefix = SUBNETS_PREFIX,
+    /** metrics: watch resets and watch errors */
+    private readonly hooks: { onReset?: () => void; onError?: () => void } = {},
   ) {}
 
   async start(): Promise<void> {
@@ -160,10 +162,14 @@ export class LeaseWatcher {
         this.onChange();
       },
       onReset: (reason) => {
+        this.hooks.onReset?.();
         this.log.warn('lease watch reset, listing again', { reason });
         void this.start().catch((e) => this.log.error('re-listing leases failed', { error: (e as Error).message }));
       },
-      onError: (err) => this.log.warn('lease watch trouble (retrying)', { error: err.message }),
+      onError: (err) => {
+        this.hooks.onError?.();
+        this.log.warn('lease watch trouble (retrying)', { error: err.message });
+      },
     });
   }
 

@@ -57,12 +57,14 @@ export function buildCli(): Command {
     .option('--bgp-asn <asn>', 'bgp backend: this node\'s AS number (overrides the net-conf ASN)', env('bgp-asn'))
     .option('--bgp-peer <addr[:asn]>', 'bgp backend: a BGP peer of this node, repeatable (replaces the net-conf Peers; ASN default: the node\'s own)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--log-level <level>', 'debug, info, warn or error', env('log-level', 'info'))
+    .option('--metrics-addr <host:port>', 'serve /metrics, /healthz, /readyz and /debug/state here (e.g. 127.0.0.1:9603); empty: off', env('metrics-addr', ''))
     .action(async (o: Record<string, string | boolean | string[] | undefined>) => {
       const { runAgent } = await import('../agent/agent.js');
       try {
         await runAgent({
           socket: String(o.socket),
           logLevel: String(o.logLevel),
+          metricsAddr: String(o.metricsAddr ?? ''),
           config: o.config as string | undefined,
           store: o.store as string | undefined,
           etcdEndpoints: String(o.etcdEndpoints).split(',').filter(Boolean),

@@ -48,6 +48,9 @@ export function proxyModeArgs(s: LabState): string[] {
   return agentKnowsProxyMode() ? ['--proxy-mode', s.proxyMode ?? DEFAULT_PROXY_MODE] : [];
 }
 
+/** Every lab agent's metrics and probes, on its node namespace's own loopback (`lab exec NODE -- curl http://127.0.0.1:9603/metrics`). */
+export const LAB_METRICS_ADDR = '127.0.0.1:9603';
+
 export function agentArgv(s: LabState, n: LabNode): string[] {
   return [
     'ip', 'netns', 'exec', n.ns,
@@ -60,6 +63,7 @@ export function agentArgv(s: LabState, n: LabNode): string[] {
     '--socket', n.socket,
     '--subnet-file', n.subnetFile,
     '--data-dir', agentDataDir(n),
+    '--metrics-addr', LAB_METRICS_ADDR,
     ...proxyModeArgs(s),
     ...bgpArgs(s, n),
   ];

@@ -22,6 +22,10 @@ export interface ProxierOptions {
   resyncIntervalMs?: number;
   /** first retry delay after a failed full sync, doubled up to a minute */
   retryDelayMs?: number;
+  /** after each successful sync (metrics); pendingMs: from the first change it carried being recorded */
+  onSync?: (r: SyncReport & { pendingMs?: number }) => void;
+  /** after each failed sync attempt (metrics) */
+  onSyncError?: (kind: 'full' | 'partial', error: Error) => void;
 }
 
 export interface SyncReport {
@@ -57,6 +61,8 @@ export class Proxier {
   private retryDelay: number;
   private reported = new Set<string>();
   private stopped = false;
+  /** when the oldest change not yet synced was recorded */
+  private changedAt?: number;
   private readonly st: ProxierStatus = { ready: false, syncs: { full: 0, partial: 0, failed: 0 }, problems: [] };
 
   constructor(private readonly o: ProxierOptions) {
@@ -94,6 +100,7 @@ export class Proxier {
 
   private changed(): void {
     this.dirty = true;
+    this.changedAt ??= performance.now();
     if (this.timer || this.stopped || !this.resync) return;
     // coalesce a burst of events into one sync
     this.timer = setTimeout(() => {
@@ -146,6 +153,8 @@ export class Proxier {
   private async syncOnce(): Promise<SyncReport> {
     const t0 = performance.now();
     this.dirty = false;
+    const changedAt = this.changedAt;
+    this.changedAt = undefined;
     const built = this.index.build(this.node);
     const next = built.model;
     this.reportProblems(next);
@@ -170,6 +179,7 @@ export class Proxier {
           changes = r.changes;
         } catch (e) {
           this.st.syncs.failed++;
+          this.o.onSyncError?.('partial', e as Error);
           this.log.warn('partial sync failed; retrying as a full sync', { error: (e as Error).message });
           this.st.lastError = { at: new Date().toISOString(), message: (e as Error).message };
           const r = await this.engine.fullSync(next, this.node);
@@ -183,6 +193,8 @@ export class Proxier {
       this.st.syncs.failed++;
       this.needFull = true;
       this.dirty = true;
+      this.changedAt ??= changedAt;
+      this.o.onSyncError?.('full', e as Error);
       const message = (e as Error).message;
       this.st.lastError = { at: new Date().toISOString(), message };
       this.log.error('sync failed; the previous rules stay in force', { error: message, retryInMs: this.retryDelay });
@@ -207,6 +219,7 @@ export class Proxier {
     const report: SyncReport = { kind, changes, ms: performance.now() - t0, services: this.index.size, ports: next.ports.length, problems: next.problems.length, staleFlowsDeleted };
     this.st.lastSync = { ...report, at: new Date().toISOString() };
     this.log.debug('synced', { ...report });
+    this.o.onSync?.({ ...report, ...(changedAt !== undefined ? { pendingMs: performance.now() - changedAt } : {}) });
     if (this.dirty && this.resync && !this.stopped) this.changed();
     return report;
   }

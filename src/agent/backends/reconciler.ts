@@ -25,6 +25,8 @@ export interface ReconcileReport {
   ops: KernelOp[];
   /** backends with a userspace datapath (tun): the peer table of the plan applied, for Backend.syncDatapath */
   datapath?: DatapathTable;
+  /** full passes: ops the state known from the last pass did not need (changed behind podnet's back) */
+  drift?: number;
 }
 
 export interface ReconcilerOptions {
@@ -140,8 +142,15 @@ export class Reconciler {
     const t0 = performance.now();
     const actual = !full && this.known ? this.known : await this.observe();
     const t1 = performance.now();
+    const before = this.known;
     this.known = undefined;
     const plan = backend.planPeers(own, peers, actual);
+    // drift: what a full read found to do that the known state did not call for
+    let drift: number | undefined;
+    if (full && before) {
+      const expected = new Set(backend.planPeers(own, peers, before).ops.map(describeOp));
+      drift = plan.ops.filter((o) => !expected.has(describeOp(o))).length;
+    }
     for (const e of plan.errors) log?.warn('peer skipped', { backend: backend.type, peer: e.peer, node: e.nodeName, error: e.message });
     const t2 = performance.now();
     if (plan.ops.length) await kernel.apply(ns, plan.ops);
@@ -156,7 +165,26 @@ export class Reconciler {
       errors: plan.errors,
       ops: plan.ops,
       ...(plan.datapath ? { datapath: plan.datapath } : {}),
+      ...(drift !== undefined ? { drift } : {}),
     };
+  }
+
+  /**
+   * A dry run (readiness): what a pass would change now, read from the kernel, applying nothing.
+   * Serialised with the passes, so it never sees one half-applied.
+   */
+  pending(own: NodeLease, peers: NodeLease[]): Promise<KernelOp[]> {
+    const run = this.chain.then(
+      async () => this.opts.backend.planPeers(own, peers, await this.observe()).ops,
+      async () => this.opts.backend.planPeers(own, peers, await this.observe()).ops,
+    );
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** What podnet believes the kernel holds after the last successful pass (routes, neighbours, FDB it owns). */
+  knownState(): ActualState | undefined {
+    return this.known;
   }
 }
 
