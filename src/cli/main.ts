@@ -6,6 +6,7 @@ import { SUPPORTED_VERSIONS } from '../cni/version.js';
 import { registerLabCommands } from './lab.js';
 import { registerBgpCommands } from './bgp.js';
 import { registerTraceCommands } from './trace.js';
+import { registerInstallCommands } from './install.js';
 import { registerCleanupCommands } from './cleanup.js';
 import { registerIpamCommands } from './ipam.js';
 import { parsePortRange, registerProxyCommands } from './proxy.js';
@@ -130,6 +131,7 @@ export function buildCli(): Command {
   registerLabCommands(program);
   registerBgpCommands(program);
   registerTraceCommands(program);
+  registerInstallCommands(program);
   registerCleanupCommands(program);
   registerIpamCommands(program);
   return program;
