@@ -248,6 +248,8 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
   if (tracker) {
     // readiness: the kernel holds what the plan wants now (a dry run), podnet-tund runs, subnet.env is there
     tracker.probes.subnetFile = () => existsSync(o.subnetFile);
+    // until startProxy hands over the proxier's status: not ready (its first sync has not run)
+    if (o.proxyMode && o.proxyMode !== 'off') tracker.probes.proxy = () => undefined;
     tracker.probes.datapath = async () => {
       const out: string[] = [];
       if (tundOpts && !findTund(tundOpts.dataDir)) out.push('datapath not programmed: podnet-tund is not running');
