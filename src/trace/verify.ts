@@ -386,9 +386,11 @@ function judge(
       const why = lines.find((l) => /error/i.test(l)) ?? lines.pop() ?? 'the sender failed';
       return { ...base, seen: false, agrees: broken, detail: broken ? `kernel agrees: it refused to send the packet (${why})` : `kernel refused to send the packet instead (${why})` };
     }
-    // a frame a macvlan sends out of its parent crosses the parent's namespace below every hook
-    // (no IP layer, no bridge): nothing there can see it, and the next hop's sighting speaks for it
-    if (!broken && h.steps.length > 0 && h.steps.every((x) => x.kind === 'veth' || x.kind === 'macvlan') && r.hops[i - 1]?.steps.some((x) => x.kind === 'macvlan')) {
+    // a frame a macvlan sends out of its parent, or one the parent hands to a macvlan child, crosses
+    // the parent's namespace below every hook (no IP layer, no bridge): nothing there can see it,
+    // and the next hop's sighting speaks for it
+    const l2only = h.steps.length > 0 && h.steps.every((x) => x.kind === 'veth' || x.kind === 'macvlan');
+    if (!broken && l2only && (h.steps.some((x) => x.kind === 'macvlan') || r.hops[i - 1]?.steps.some((x) => x.kind === 'macvlan'))) {
       return { ...base, seen: false, agrees: true, detail: 'not observable: a macvlan frame passes its parent here below every netfilter hook (the next hop sees it)' };
     }
     return { ...base, seen: false, agrees: false, detail: 'kernel did not see the packet here' };

@@ -3,7 +3,7 @@
 // the peer namespaces' IDs. Read-only: a trace never changes a namespace. The walker sees only
 // this interface, so its logic is tested against fixtures and runs against live kernels.
 import { Iproute2Adapter, iprouteArgv, netnsFile, nsExecArgv, spawnCapture, type Address, type FdbEntry, type Link, type NetnsRef, type Neighbour } from '../kernel/index.js';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { inspectTundProcess, parsePeers } from '../agent/tund/index.js';
 import type { DatapathTable } from '../agent/backends/types.js';
 import type { Proto } from './types.js';
@@ -132,6 +132,19 @@ const ipArgs = (q: FibQuery, fibmatch: boolean): string[] => {
   return a;
 };
 
+/**
+ * A namespace deleted while the trace reads it (the walk looks through every namespace it may pass
+ * for an address's owner) holds nothing any more: empty, not an error.
+ */
+async function orGone<T>(ns: string, p: Promise<T[]>): Promise<T[]> {
+  try {
+    return await p;
+  } catch (e) {
+    if (ns !== HOST_NS && !existsSync(netnsFile(nsRef(ns)))) return [];
+    throw e;
+  }
+}
+
 /** The kernel as it is now, each answer read once per trace (one consistent-enough snapshot). */
 export class LiveView implements TraceView {
   private readonly ip = new Iproute2Adapter();
@@ -196,19 +209,19 @@ export class LiveView implements TraceView {
   }
 
   links(ns: string): Promise<Link[]> {
-    return this.once(`links ${ns}`, () => this.ip.links(nsRef(ns)));
+    return this.once(`links ${ns}`, () => orGone(ns, this.ip.links(nsRef(ns))));
   }
 
   addresses(ns: string): Promise<Address[]> {
-    return this.once(`addrs ${ns}`, () => this.ip.addresses(nsRef(ns)));
+    return this.once(`addrs ${ns}`, () => orGone(ns, this.ip.addresses(nsRef(ns))));
   }
 
   neighbours(ns: string): Promise<Neighbour[]> {
-    return this.once(`neigh ${ns}`, () => this.ip.neighbours(nsRef(ns)));
+    return this.once(`neigh ${ns}`, () => orGone(ns, this.ip.neighbours(nsRef(ns))));
   }
 
   fdb(ns: string): Promise<FdbEntry[]> {
-    return this.once(`fdb ${ns}`, () => this.ip.fdb(nsRef(ns)));
+    return this.once(`fdb ${ns}`, () => orGone(ns, this.ip.fdb(nsRef(ns))));
   }
 
   async tunDatapath(ns: string, dev: string): Promise<TunDatapath | undefined> {

@@ -106,8 +106,9 @@ for (const c of MODE_CASES) {
     test('pod to its gateway', () => {
       const [a] = pods;
       const gw = c.gateways[0];
-      const t = trace(a.ns, a.ip, gw);
+      const t = trace(a.ns, a.ip, gw, ['--verify']);
       assert.equal(t.code, 0, t.out);
+      assert.equal(t.r.verify?.agrees, true, JSON.stringify(t.r.verify, null, 1));
       const last = t.r.hops.at(-1)!;
       if (c.mode === 'macvlan') {
         // the gateway is the underlay's router: out of the pod's macvlan, its parent eth0, the uplink
@@ -159,8 +160,9 @@ for (const c of MODE_CASES) {
 
     test('node to pod', () => {
       const [a] = pods;
-      const t = trace(h.nodeNs, '-', a.ip);
+      const t = trace(h.nodeNs, '-', a.ip, ['--verify']);
       assert.equal(t.code, 0, t.out);
+      assert.equal(t.r.verify?.agrees, true, JSON.stringify(t.r.verify, null, 1));
       assert.equal(t.r.hops.at(-1)!.ns, a.ns);
     });
   });

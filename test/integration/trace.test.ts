@@ -96,11 +96,12 @@ for (const lab of LABS) {
       assert.equal(t.r!.hops.at(-1)!.ns, st.pods.b.ns);
     });
 
-    it('pod to outside the cluster (the node\'s default gateway): masqueraded on the node, delivered there; a ping agrees', () => {
+    it('pod to outside the cluster (the node\'s default gateway): masqueraded on the node, delivered there; --verify and a ping agree', () => {
       const gw = (JSON.parse(execFileSync('ip', ['-n', st.nodes.n1.ns, '-j', 'route', 'show', 'default'], { encoding: 'utf8' })) as { gateway: string }[])[0].gateway;
-      const t = trace(tag, ['a', gw]);
+      const t = trace(tag, ['a', gw, '--verify']);
       assert.equal(t.code, 0, t.out + t.err);
       const r = t.r!;
+      assert.equal(r.verify?.agrees, true, JSON.stringify(r.verify, null, 1));
       const n1 = r.hops.find((h) => h.ns === st.nodes.n1.ns)!;
       assert.ok(n1.steps.some((x) => x.kind === 'netfilter' && /masquerade/i.test(x.text)), JSON.stringify(n1.steps.map((x) => x.text)));
       assert.equal(r.hops.at(-1)!.packet.src, st.nodes.n1.ip, 'the source is the node\'s address past the masquerade');
