@@ -6,7 +6,8 @@
 //     store, a third node joining: the CNI, IPAM, proxy and reconcile counters move, the
 //     histograms fill, everything parses with a strict text-format parser
 //   - a peer route deleted by hand: /readyz 503 naming the pending change, then 200 once the
-//     agent's resync repaired it (drift counted)
+//     agent's resync repaired it (drift counted); the vxlan device deleted by hand: 503 with the
+//     reason, the failing passes counted (a pass does not recreate the device), /healthz still 200
 // and a lab (`podnet lab up --backend tun`): every agent the lab starts answers on 127.0.0.1:9603
 // in its node's namespace, ready; pings across nodes move the tunnel counters from podnet-tund's
 // stats; `lab pod add` and `lab service add` move the CNI and proxy counters.
@@ -203,6 +204,27 @@ describe('agent metrics and probes (--metrics-addr)', () => {
     // the lease is kept alive all along (TTL 10 s: a renewal every 3.3 s)
     assert.ok(v(m1, 'podnet_lease_renewals_total', { result: 'success' }) >= 1);
     assert.equal((await get(n1.ns, '/healthz')).code, 200);
+  });
+
+  test('the vxlan device deleted by hand: /readyz 503 with the reason, the failed passes counted, /healthz still 200', async () => {
+    const m0 = await scrape(n1.ns);
+    cluster.sh(n1.ns, ['ip', 'link', 'del', 'podnet.1']);
+    const r = await get(n1.ns, '/readyz');
+    assert.equal(r.code, 503, r.body);
+    assert.match(r.body, /^datapath not programmed: .*podnet\.1/m);
+    // the next resync fails (the device is not recreated by a pass): counted as failed passes
+    const m1 = await until('a failed pass counted', (RESYNC_S + 5) * 1000, async () => {
+      const m = await scrape(n1.ns);
+      return v(m, 'podnet_reconcile_passes_total', { kind: 'full', result: 'error' }) > v(m0, 'podnet_reconcile_passes_total', { kind: 'full', result: 'error' }) ? m : undefined;
+    });
+    assert.ok(v(m1, 'podnet_reconcile_duration_seconds_count', { kind: 'full' }) > v(m0, 'podnet_reconcile_duration_seconds_count', { kind: 'full' }));
+    const after = await get(n1.ns, '/readyz');
+    assert.equal(after.code, 503);
+    assert.match(after.body, /^datapath not programmed: the last reconcile pass failed: /m);
+    assert.equal((await get(n1.ns, '/healthz')).code, 200, 'alive: its loop runs, the passes end');
+    const st = JSON.parse((await get(n1.ns, '/debug/state')).body);
+    assert.equal(st.ready, false);
+    assert.equal(st.lastPass.ok, false);
   });
 });
 
