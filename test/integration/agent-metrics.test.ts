@@ -281,4 +281,32 @@ describe('the lab\'s agents are scraped (tun backend)', () => {
   });
 });
 
+describe('a bgp lab\'s agents are scraped (BIRD router)', { skip: existsSync('/usr/sbin/bird') ? false : 'BIRD 2 is not installed (/usr/sbin/bird; apt-get install bird2)' }, () => {
+  const suite = labSuite('pnt-metrics-bgp');
+  const lab = `g${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
+  const cli = (args: string[]) => labCli(suite.dir, [...args, '--name', lab], { timeoutMs: 120_000 });
+  const v = (f: Map<string, Family>, n: string, l: Record<string, string> = {}) => sampleValue(f, n, l) ?? 0;
+
+  before(() => {
+    ensureLabBundle();
+    suite.register(lab);
+    const up = cli(['up', '--nodes', '2', '--backend', 'bgp', '--router', 'bird']);
+    assert.equal(up.code, 0, up.stderr);
+  });
+
+  test('BGP sessions by state and prefixes per peer, ready once Established and programmed', async () => {
+    const st = JSON.parse(readFileSync(join(suite.dir, lab, 'state.json'), 'utf8')) as { nodes: Record<string, { ns: string }> };
+    const ns = st.nodes.n1.ns;
+    await until('/readyz 200 on n1', 20_000, async () => ((await get(ns, '/readyz')).code === 200 ? true : undefined));
+    const m = await until('the session Established and the peer\'s prefix accepted', 20_000, async () => {
+      const x = await scrape(ns);
+      return v(x, 'podnet_bgp_sessions', { state: 'Established' }) === 1 && sampleSum(x, 'podnet_bgp_prefixes', { kind: 'accepted' }) >= 1 ? x : undefined;
+    });
+    assert.equal(v(m, 'podnet_build_info', { backend: 'bgp' }), 1);
+    assert.equal(v(m, 'podnet_bgp_sessions', { state: 'Idle' }), 0);
+    assert.equal(v(m, 'podnet_bgp_announced_prefixes'), 1, 'its own pod subnet');
+    assert.ok(sampleSum(m, 'podnet_bgp_prefixes', { kind: 'announced' }) >= 1);
+  });
+});
+
 const fams = (m: Map<string, Family>) => [...m.keys()];
