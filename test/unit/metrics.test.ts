@@ -13,6 +13,8 @@ import { nullLogger } from '../../src/util/log.js';
 import type { NodeLease } from '../../src/agent/lease.js';
 import type { ReconcileReport } from '../../src/agent/backends/reconciler.js';
 import { parsePromText, sampleSum, sampleValue } from '../helpers/promtext.js';
+import { LeaseWatcher } from '../../src/agent/leases.js';
+import type { Store, WatchHandlers } from '../../src/store/types.js';
 
 const lease = (subnet: string, publicIP: string): NodeLease => ({ subnet, publicIP, backendType: 'vxlan', backendData: {} });
 const report = (o: Partial<ReconcileReport> = {}): ReconcileReport => ({ added: [], removed: [], errors: [], ops: [], ...o });
@@ -252,4 +254,30 @@ test('the test parser is strict: it refuses what the text format does not allow'
     ['# TYPE h histogram\nh_bucket{le="+Inf"} 2\nh_sum 1\nh_count 1\n', /!= _count/],
     ['a 1\nb 1\na{y="2"} 1\n', /not contiguous/],
   ] as const) assert.throws(() => parsePromText(bad), why, bad);
+});
+
+test('a lease watch reset and a watch error reach the metrics through the LeaseWatcher hooks', async () => {
+  const m = new AgentMetrics({ defaultMetrics: false });
+  const t = new ClusterTracker(m, 10);
+  let handlers: WatchHandlers | undefined;
+  let lists = 0;
+  const store = {
+    describe: 'scripted',
+    list: async () => (lists++, { kvs: [], revision: lists }),
+    watch: (_p: string, _r: number, h: WatchHandlers) => {
+      handlers = h;
+      return { close() {} };
+    },
+  } as unknown as Store;
+  const w = new LeaseWatcher(store, () => undefined, nullLogger, undefined, { onReset: () => t.watchReset(), onError: () => t.storeError('watch') });
+  await w.start();
+  handlers!.onError!(new Error('connection refused'));
+  handlers!.onReset!('compacted');
+  // the reset lists again
+  for (let i = 0; i < 50 && lists < 2; i++) await new Promise((r) => setImmediate(r));
+  w.close();
+  const fams = parsePromText(await m.render());
+  assert.equal(sampleValue(fams, 'podnet_lease_watch_resets_total'), 1);
+  assert.equal(sampleValue(fams, 'podnet_store_errors_total', { op: 'watch' }), 1);
+  assert.equal(lists, 2, 'listed again after the reset');
 });
