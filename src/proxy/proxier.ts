@@ -75,21 +75,27 @@ export class Proxier {
 
   replaceAll(state: ServiceState): void {
     this.index.replaceAll(state);
-    this.changed();
+    this.objectChanged();
   }
   putService(raw: RawService): void {
     this.index.putService(raw);
-    this.changed();
+    this.objectChanged();
   }
   deleteService(namespace: string, name: string): void {
-    if (this.index.deleteService(namespace, name)) this.changed();
+    if (this.index.deleteService(namespace, name)) this.objectChanged();
   }
   putSlice(raw: RawEndpointSlice): void {
     this.index.putSlice(raw);
-    this.changed();
+    this.objectChanged();
   }
   deleteSlice(namespace: string, name: string): void {
-    if (this.index.deleteSlice(namespace, name)) this.changed();
+    if (this.index.deleteSlice(namespace, name)) this.objectChanged();
+  }
+
+  /** A Service or EndpointSlice changed: the programming latency (onSync's pendingMs) runs from the first one not yet synced. */
+  private objectChanged(): void {
+    this.changedAt ??= performance.now();
+    this.changed();
   }
 
   /** Asks for a full sync at the next opportunity (drift repair). */
@@ -100,7 +106,6 @@ export class Proxier {
 
   private changed(): void {
     this.dirty = true;
-    this.changedAt ??= performance.now();
     if (this.timer || this.stopped || !this.resync) return;
     // coalesce a burst of events into one sync
     this.timer = setTimeout(() => {

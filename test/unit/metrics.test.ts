@@ -281,3 +281,25 @@ test('a lease watch reset and a watch error reach the metrics through the LeaseW
   assert.equal(sampleValue(fams, 'podnet_store_errors_total', { op: 'watch' }), 1);
   assert.equal(lists, 2, 'listed again after the reset');
 });
+
+test('the proxier\'s sync hook: programming latency only for syncs that carry a Service or EndpointSlice change', async () => {
+  const { Proxier } = await import('../../src/proxy/proxier.js');
+  const engine = {
+    mode: 'nftables' as const,
+    render: () => '',
+    fullSync: async () => ({ kind: 'full' as const, changes: 5 }),
+    partialSync: async () => ({ kind: 'partial' as const, changes: 2 }),
+    programmedEndpoints: async () => new Map(),
+    cleanup: async () => {},
+  };
+  const seen: { kind: string; pendingMs?: number }[] = [];
+  const p = new Proxier({ engine, node: { name: 'n1', nodeIPs: ['192.0.2.1'], clusterCIDRs: ['10.244.0.0/16'], nodePortRange: [30000, 32767] }, conntrack: false, onSync: (r) => seen.push({ kind: r.kind, pendingMs: r.pendingMs }) });
+  p.replaceAll({ services: [], endpointSlices: [] });
+  await p.sync();
+  p.requestFullSync();
+  await p.sync();
+  p.putService({ kind: 'Service', metadata: { name: 'web', namespace: 'ns' }, spec: { clusterIP: '10.96.0.5', ports: [{ port: 80, protocol: 'TCP' }] } });
+  await p.sync();
+  await p.stop();
+  assert.deepEqual(seen.map((s) => [s.kind, s.pendingMs !== undefined]), [['full', true], ['full', false], ['partial', true]]);
+});
