@@ -10,6 +10,7 @@ import { registerInstallCommands } from './install.js';
 import { registerCleanupCommands } from './cleanup.js';
 import { registerIpamCommands } from './ipam.js';
 import { parsePortRange, registerProxyCommands } from './proxy.js';
+import { registerStatusCommands } from './status.js';
 
 const VERSION = '0.1.0';
 
@@ -134,6 +135,7 @@ export function buildCli(): Command {
   registerInstallCommands(program);
   registerCleanupCommands(program);
   registerIpamCommands(program);
+  registerStatusCommands(program);
   return program;
 }
 
