@@ -174,11 +174,14 @@ export function diffPeers(backend: Backend, own: NodeLease, peers: NodeLease[], 
     else shared.push(obj);
   }
   const stale: StaleObject[] = [];
+  // the MACs the plan (re)adds FDB entries for: removing an entry of one of them towards another address is that entry being wrong
+  const readdedMacs = new Set([...pending.values()].flatMap((o) => (o.op === 'fdb-replace' || o.op === 'fdb-append' ? [`${o.dev}|${o.mac.toLowerCase()}`] : [])));
   for (const o of plan.ops) {
     if (isAdd(o)) continue;
     const id = identify(o);
-    // a removal that makes way for a wanted object (a wrong route replaced) is part of "wrong", not stale
+    // a removal that makes way for a wanted object (a wrong route or FDB entry replaced) is part of "wrong", not stale
     if (!id || wantedIds.has(id.id)) continue;
+    if (o.op === 'fdb-del' && readdedMacs.has(`${o.dev}|${o.mac.toLowerCase()}`)) continue;
     stale.push({ kind: id.kind, what: id.what, look: id.look });
   }
   // a userspace datapath (tun): its peer table is part of what a peer needs

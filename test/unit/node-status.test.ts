@@ -62,6 +62,14 @@ test('a neighbour with another MAC is wrong, a missing FDB entry is missing', ()
   assert.deepEqual(d.stale, []);
 });
 
+test('an FDB entry of the peer\'s MAC towards another underlay address is wrong, not stale', () => {
+  const a = programmed();
+  a.fdb = a.fdb.map((e) => (e.dst === '192.168.200.2' ? { ...e, dst: '192.168.200.77' } : e));
+  const d = diffPeers(vx, own, peers, a);
+  assert.deepEqual(d.peers[0].objects.filter((o) => o.state !== 'present').map((o) => [o.kind, o.state]), [['fdb', 'wrong']]);
+  assert.deepEqual(d.stale, []);
+});
+
 test('a route with another gateway is wrong, not stale; a podnet route no lease wants is stale', () => {
   const a = programmed();
   a.routes = a.routes.map((r) => (r.dst === '10.244.2.0/24' ? { ...r, gateway: '10.244.2.9' } : r));
