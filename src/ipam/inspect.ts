@@ -16,12 +16,12 @@
 // pure. Leaks are released through the store's own locked section (IpamStore.locked: the same
 // flock on <dir>/lock as podnet-ipam and host-local), each re-read under the lock first so a file
 // that changed since the inspection is kept, then the directory is fsynced once.
-import { closeSync, fsyncSync, openSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnCapture } from '../kernel/exec.js';
 import { parseOwnerAlias } from '../cni/modes/common.js';
 import { canonicalIP } from '../util/ip.js';
-import { IpamStore, listReservations, type Reservation } from './store.js';
+import { fsyncDir, IpamStore, listReservations, type Reservation } from './store.js';
 
 export interface Allocation extends Reservation {
   network: string;
@@ -256,15 +256,6 @@ export async function releaseLeaks(i: Inspection, opts: { dryRun?: boolean } = {
     });
   }
   return out;
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -85,7 +85,8 @@ export function belongsTo(r: Reservation, containerID: string, ifname: string): 
   return r.containerID === containerID.trim() && (r.ifname === undefined || r.ifname === ifname);
 }
 
-function fsyncDir(dir: string): void {
+/** Makes a directory's entries durable (after a link or an unlink in it). */
+export function fsyncDir(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
     fsyncSync(fd);

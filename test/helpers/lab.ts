@@ -88,3 +88,17 @@ export function labTrace(labDir: string, tag: string, args: string[], timeoutMs 
   }
   return { code: p.status ?? 1, r, out: p.stdout, err: p.stderr };
 }
+
+/**
+ * `podnet trace` on "a real node" (no lab): from the named namespace `from` (--from-netns), or
+ * with --host when `from` is undefined; fails the test when it prints no JSON.
+ */
+export function nodeTrace(from: string | undefined, src: string, dst: string, extra: string[] = []): { code: number; r: TraceResult; out: string } {
+  const where = from ? ['--from-netns', `/run/netns/${from}`] : ['--host'];
+  const p = spawnSync(process.execPath, [join(ROOT, 'dist/podnet.mjs'), 'trace', ...where, ...extra, src, dst, '-o', 'json'], { encoding: 'utf8' });
+  try {
+    return { code: p.status ?? 1, r: JSON.parse(p.stdout) as TraceResult, out: p.stdout + p.stderr };
+  } catch {
+    throw new Error(`podnet trace printed no JSON (exit ${p.status}): ${p.stdout}${p.stderr}`);
+  }
+}

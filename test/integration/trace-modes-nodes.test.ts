@@ -6,14 +6,11 @@
 // --verify agrees, and a real ping goes through.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { CniHarness } from '../helpers/cni.js';
-import { ensureLabBundle } from '../helpers/lab.js';
+import { ensureLabBundle, nodeTrace } from '../helpers/lab.js';
 import type { Conf } from '../helpers/modes.js';
-import type { TraceResult } from '../../src/trace/types.js';
 
-const PODNET = new URL('../../dist/podnet.mjs', import.meta.url).pathname;
 const NODE_IPS = ['192.168.78.11', '192.168.78.12'];
 const GW = '192.168.78.1';
 
@@ -44,16 +41,7 @@ const CASES: ModeCase[] = [
   },
 ];
 
-function trace(from: string, src: string, dst: string, extra: string[] = []): { code: number; r: TraceResult; out: string } {
-  const p = spawnSync(process.execPath, [PODNET, 'trace', '--from-netns', `/run/netns/${from}`, ...extra, src, dst, '-o', 'json'], { encoding: 'utf8' });
-  let r: TraceResult;
-  try {
-    r = JSON.parse(p.stdout) as TraceResult;
-  } catch {
-    assert.fail(`podnet trace printed no JSON (exit ${p.status}): ${p.stdout}${p.stderr}`);
-  }
-  return { code: p.status ?? 1, r, out: p.stdout + p.stderr };
-}
+const trace = nodeTrace;
 
 for (const c of CASES) {
   describe(`podnet trace across two nodes: ${c.mode} mode pods`, () => {

@@ -10,23 +10,12 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniHarness } from '../helpers/cni.js';
-import { ensureLabBundle } from '../helpers/lab.js';
+import { ensureLabBundle, nodeTrace } from '../helpers/lab.js';
 import { MODE_CASES, setupUnderlay, type Conf } from '../helpers/modes.js';
-import type { TraceResult } from '../../src/trace/types.js';
 
 const PODNET = new URL('../../dist/podnet.mjs', import.meta.url).pathname;
 
-function trace(from: string | undefined, src: string, dst: string, extra: string[] = []): { code: number; r: TraceResult; out: string } {
-  const where = from ? ['--from-netns', `/run/netns/${from}`] : ['--host'];
-  const p = spawnSync(process.execPath, [PODNET, 'trace', ...where, ...extra, src, dst, '-o', 'json'], { encoding: 'utf8' });
-  let r: TraceResult;
-  try {
-    r = JSON.parse(p.stdout) as TraceResult;
-  } catch {
-    assert.fail(`podnet trace printed no JSON (exit ${p.status}): ${p.stdout}${p.stderr}`);
-  }
-  return { code: p.status ?? 1, r, out: p.stdout + p.stderr };
-}
+const trace = nodeTrace;
 
 const CLUSTER_IP = '10.96.7.10';
 const OUTSIDE = '192.168.77.1';
