@@ -252,6 +252,8 @@ test('npm pack, npm install of the tarball, podnet install from it: the package 
   for (const f of ['dist/podnet-cni-client', 'dist/podnet-cni.mjs', 'dist/podnet-tund', 'dist/podnet.mjs', 'package.json']) assert.ok(files.includes(f), `${f} in the tarball`);
   assert.ok(!files.some((f) => f.startsWith('src/') || f.startsWith('test/') || f.startsWith('node_modules/')), files.join(' '));
   const pkg = join(t, 'pkg');
+  // npm install --prefix needs the directory to exist (npm 11 fails with ENOENT on a fresh machine)
+  mkdirSync(pkg);
   // koffi's install script is denied (conventions.md): its binary is the optional dependency npm installs
   const inst = spawnSync('npm', ['install', '--prefix', pkg, '--ignore-scripts', '--no-audit', '--no-fund', join(t, info.filename)], { encoding: 'utf8', timeout: 120000 });
   assert.equal(inst.status, 0, inst.stdout + inst.stderr);

@@ -3,7 +3,8 @@
 //   PODNET_RUNTIME_PLUGIN=podnet (default)     the podnet plugin (podnetNetwork below)
 //   PODNET_RUNTIME_PLUGIN=reference            Debian's containernetworking-plugins
 import { mkdir, readdir, symlink } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { CniConflist, CniNetwork } from './harness/network.js';
 
@@ -79,14 +80,14 @@ export async function referenceNetwork(tmpDir: string, opts: NetworkOptions = {}
 }
 
 /**
- * The podnet plugin as `podnet cni install` lays it out: the thin-client executables podnet and
- * podnet-ipam (standalone here: no agent runs in the runtime's namespace), `loopback` from the
- * reference plugins (containerd execs it for every sandbox), and a bridge conflist with
- * podnet-ipam keeping its reservations under `tmpDir`.
+ * The podnet plugin as an operator installs it: `podnet install` run from a copy of the checkout
+ * (its package.json, dist/ and node_modules) into a prefix under `tmpDir`, the copy then deleted,
+ * so the runtime execs only what was installed — the thin-client executables podnet and
+ * podnet-ipam in the CNI bin dir (standalone here: no agent runs in the runtime's namespace),
+ * pointing at the prefix. Plus `loopback` from the reference plugins (containerd execs it for
+ * every sandbox), and a bridge conflist with podnet-ipam keeping its reservations under `tmpDir`.
  */
 export async function podnetNetwork(tmpDir: string, opts: NetworkOptions = {}): Promise<NetworkUnderTest> {
-  const { installCni } = await import('../../src/cni/install.js');
-  const { SUPPORTED_VERSIONS } = await import('../../src/cni/version.js');
   const { ensureBuilt } = await import('../helpers/cni.js');
   ensureBuilt();
   const name = opts.name ?? 'podnet-rt';
@@ -94,7 +95,16 @@ export async function podnetNetwork(tmpDir: string, opts: NetworkOptions = {}): 
   const dataDir = join(tmpDir, 'podnet-ipam');
   await mkdir(binDir, { recursive: true });
   await mkdir(dataDir, { recursive: true });
-  installCni({ binDir, socket: join(tmpDir, 'no-agent.sock') }, [...SUPPORTED_VERSIONS]);
+  const root = new URL('../../', import.meta.url).pathname;
+  const copy = join(tmpDir, 'podnet-copy');
+  await mkdir(copy);
+  execFileSync('cp', ['-a', join(root, 'package.json'), join(root, 'dist'), join(root, 'node_modules'), copy]);
+  const prefix = join(tmpDir, 'opt', 'podnet');
+  execFileSync(process.execPath, [join(copy, 'dist/podnet.mjs'), 'install', '--prefix', prefix, '--cni-bin-dir', binDir, '--no-cni-conf', '--no-systemd', '--socket', join(tmpDir, 'no-agent.sock')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  rmSync(copy, { recursive: true, force: true });
+  for (const f of await readdir(binDir)) {
+    if (readFileSync(join(binDir, f), 'latin1').includes(root) || readFileSync(join(binDir, f), 'latin1').includes(copy)) throw new Error(`${f} in the CNI bin dir names the checkout or the copy it was installed from`);
+  }
   if (existsSync(join(REFERENCE_CNI_DIR, 'loopback'))) await symlink(join(REFERENCE_CNI_DIR, 'loopback'), join(binDir, 'loopback'));
   // containerd 1.6 and podman 4.3 vendor a libcni that reads results only up to 1.0.0 and does
   // not know `cniVersions`: 1.0.0 is what they get; newer runtimes pick 1.1.0 from the list.
