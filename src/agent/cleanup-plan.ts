@@ -3,8 +3,8 @@
 // applies the plan. Only marked objects are ever planned:
 //   - links: the vxlan device podnet.<VNI> (kind vxlan and that name), podnet.tun (kind tun, alias
 //     "podnet"), and the CNI's host-side links (alias "podnet:<net>:<cid>:<if>"). Their addresses,
-//     connected routes, neighbours and FDB entries go with them. The CNI's bridge (cni0 by default)
-//     carries no mark and is never planned.
+//     connected routes, neighbours and FDB entries go with them. A bridge the CNI created carries
+//     the alias "podnet-bridge" and goes too; a bridge that was there before has no such mark.
 //   - routes: proto 80 in the main table (the cross-node backends', types.ts), on any device.
 //   - neighbours: PERMANENT ones on a planned vxlan device; FDB entries with a remote (dst) on it.
 //   - nftables: the tables by family and name (inet podnet, inet podnet-cluster, netdev
@@ -16,7 +16,7 @@
 //     state of podnet's networks, <data-dir>/subnet and <data-dir>/bgp-running, and <data-dir>
 //     itself when nothing else is in it.
 import type { FdbEntry, Link, Neighbour, Route } from '../kernel/types.js';
-import { parseOwnerAlias } from '../cni/modes/common.js';
+import { BRIDGE_ALIAS, parseOwnerAlias } from '../cni/modes/common.js';
 import { isPodnetRoute, routeDelSpec } from './backends/common.js';
 import { PODNET_RTPROTO_STR } from './backends/types.js';
 import { TUN_ALIAS, TUN_DEVICE } from './backends/tun.js';
@@ -107,6 +107,7 @@ export interface CleanupPlanOptions {
 export function podnetLinkMark(l: Link): string | undefined {
   if (l.kind === 'vxlan' && VXLAN_DEVICE.test(l.name)) return `vxlan device named podnet.<VNI> (the vxlan backend's)`;
   if (l.name === TUN_DEVICE && l.kind === 'tun' && l.alias === TUN_ALIAS) return `tun device ${TUN_DEVICE} with alias "${TUN_ALIAS}" (the tun backend's)`;
+  if (l.kind === 'bridge' && l.alias === BRIDGE_ALIAS) return `bridge with alias "${BRIDGE_ALIAS}" (created by podnet's CNI in bridge mode)`;
   const owner = parseOwnerAlias(l.alias);
   if (owner) return `alias "${l.alias}": the CNI's host link of container ${owner.containerId} (${owner.ifname}) in network ${owner.network}`;
   return undefined;

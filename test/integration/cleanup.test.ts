@@ -138,6 +138,14 @@ describe('podnet cleanup after kill -9, vxlan backend', () => {
       input: JSON.stringify(conf),
       encoding: 'utf8',
     });
+    // and a bridge-mode pod: the bridge the CNI creates for it goes with cleanup too
+    const brPod = c.fixture.add('brpod');
+    execFileSync('ip', ['netns', 'exec', n1.ns, join(n1.dir, 'bin', 'podnet')], {
+      env: { PATH: process.env.PATH, CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'cleanpod2', CNI_NETNS: `/run/netns/${brPod}`, CNI_IFNAME: 'eth0', CNI_PATH: join(n1.dir, 'bin'), PODNET_CNI_LOG: join(n1.dir, 'cni.log') },
+      input: JSON.stringify({ cniVersion: '1.0.0', name: 'cleanbr', type: 'podnet', mode: 'bridge', bridge: 'pnclbr0', isGateway: true, ipMasq: true, ipam: { type: 'podnet-ipam', ranges: [[{ subnet: '10.91.7.0/24' }]], dataDir: join(n1.dir, 'ipam') } }),
+      encoding: 'utf8',
+    });
+    assert.match(c.sh(n1.ns, ['ip', '-d', 'link', 'show', 'pnclbr0']), /alias podnet-bridge/);
     const tables = c.sh(n1.ns, ['nft', 'list', 'tables']);
     for (const t of ['inet podnet-cluster', 'netdev podnet-cluster', 'inet podnet-proxy', 'inet podnet', 'inet podnet-hostport']) assert.ok(tables.includes(`table ${t}\n`), `${t} missing:\n${tables}`);
     assert.ok(existsSync(join(n1.dir, 'ipam', 'cleannet')));
@@ -155,7 +163,7 @@ describe('podnet cleanup after kill -9, vxlan backend', () => {
     const dryPlan = JSON.parse(dry.stdout) as Plan;
     assert.equal(dryPlan.steps.length, 0);
     const whats = dryPlan.plan.map((p) => p.what);
-    for (const want of [/^link podnet\.7 \(vxlan\)$/, /^link veth[0-9a-f]{11} \(veth\)$/, /^route 10\.244\.77\.0\/24 via 10\.244\.77\.0 dev podnet\.7 proto 80$/, /^neighbour 10\.244\.77\.0 lladdr 02:aa:bb:cc:dd:ee dev podnet\.7$/, /^fdb 02:aa:bb:cc:dd:ee dev podnet\.7 dst 192\.168\.217\.99$/, /^nftables table inet podnet-proxy$/, /^socket /, /subnet\.env$/, /ipam\/cleannet$/]) {
+    for (const want of [/^link podnet\.7 \(vxlan\)$/, /^link veth[0-9a-f]{11} \(veth\)$/, /^link pnclbr0 \(bridge\)$/, /^route 10\.244\.77\.0\/24 via 10\.244\.77\.0 dev podnet\.7 proto 80$/, /^neighbour 10\.244\.77\.0 lladdr 02:aa:bb:cc:dd:ee dev podnet\.7$/, /^fdb 02:aa:bb:cc:dd:ee dev podnet\.7 dst 192\.168\.217\.99$/, /^nftables table inet podnet-proxy$/, /^socket /, /subnet\.env$/, /ipam\/cleannet$/]) {
       assert.ok(whats.some((w) => want.test(w)), `${want} not in the plan:\n${whats.join('\n')}`);
     }
     for (const p of dryPlan.plan) assert.ok(!/fdummy0|vxforeign|foreign|podnetx|10\.9[78]\./.test(p.what), `foreign object planned: ${p.what}`);

@@ -8,7 +8,7 @@ import { contains, formatCidr, masked, parseCidr } from '../../util/ip.js';
 import type { CniInterface, CniIpConfig, CniResult } from '../types.js';
 import type { UndoStack } from '../undo.js';
 import { checkPodSide } from './check.js';
-import { createHostVeth, deleteHostVeth, hostVethName, isV6, ownerAlias, planPodSide, podRoutes, randomMac } from './common.js';
+import { BRIDGE_ALIAS, createHostVeth, deleteHostVeth, hostVethName, isV6, ownerAlias, planPodSide, podRoutes, randomMac } from './common.js';
 import type { Attachment, Mode, ModeAddInput, ModeDeps } from './mode.js';
 
 /** Gateway addresses the bridge must carry (gw/prefix of each IP's subnet). Pure. */
@@ -85,7 +85,7 @@ async function ensureBridge(deps: ModeDeps, name: string, mtu: number | undefine
   try {
     await deps.kernel.apply(deps.host, [
       { op: 'link-add', spec: { kind: 'bridge', name, mtu, mac: randomMac() } },
-      { op: 'link-set', name, up: true, ...(promisc ? { promisc: true } : {}) },
+      { op: 'link-set', name, up: true, alias: BRIDGE_ALIAS, ...(promisc ? { promisc: true } : {}) },
     ]);
   } catch (e) {
     // a concurrent ADD created it first: fine, use theirs

@@ -13,6 +13,12 @@ export function hostVethName(containerId: string, ifname: string): string {
   return 'veth' + createHash('sha256').update(`${containerId}/${ifname}`).digest('hex').slice(0, 11);
 }
 
+/**
+ * The alias of a bridge podnet's CNI created itself (bridge mode), so `podnet cleanup` knows it is
+ * podnet's; a bridge that was there before keeps its own alias and is never taken over.
+ */
+export const BRIDGE_ALIAS = 'podnet-bridge';
+
 /** Link alias marking who owns a host-side link; GC reads it back. */
 export function ownerAlias(network: string, containerId: string, ifname: string): string {
   return `podnet:${network}:${containerId}:${ifname}`;
