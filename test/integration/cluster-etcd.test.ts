@@ -3,7 +3,7 @@
 // working, and the agents catch up once etcd is back.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TestCluster } from '../helpers/cluster.js';
+import { agentLogTail, TestCluster } from '../helpers/cluster.js';
 import { startCluster, findLeader, type EtcdCluster } from '../helpers/etcd.js';
 
 function allPairs(c: TestCluster): string[] {
@@ -59,6 +59,8 @@ describe('cluster on a 3-member etcd', () => {
     const t0 = Date.now();
     let missing = [...c.pods.values()].filter((x) => x !== p);
     while (missing.length && Date.now() - t0 < 10_000) missing = missing.filter((o) => !c.ping(o.ns, p.ip, ['-W1']));
-    assert.deepEqual(missing.map((x) => x.name), [], 'agents did not catch up after the outage');
+    // on failure, what the agents of the pods left out and the new node said
+    const logs = () => [...new Set([...missing.map((x) => x.node), n5])].map((n) => `--- ${n.name}\n${agentLogTail(n.dir, 25)}`).join('\n');
+    assert.deepEqual(missing.map((x) => x.name), [], missing.length ? `agents did not catch up after the outage:\n${logs()}` : '');
   });
 });
