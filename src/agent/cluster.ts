@@ -62,7 +62,8 @@ export interface ClusterAgent {
   stop(): Promise<void>;
 }
 
-function readConfig(path: string, node: NodeIdentity): NetConf {
+/** net-conf.json read and checked against the node's own networks; an Error naming the file and the field. */
+export function readConfig(path: string, node: NodeIdentity): NetConf {
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'));

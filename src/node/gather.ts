@@ -5,7 +5,7 @@ import { defaultKernel, defaultNft } from '../kernel/index.js';
 import type { NetnsRef } from '../kernel/types.js';
 import { createBackend, Reconciler } from '../agent/backends/index.js';
 import { BgpBackend } from '../agent/backends/bgp.js';
-import { parseNetConf, type NetConf } from '../agent/netconf.js';
+import type { NetConf } from '../agent/netconf.js';
 import { detectNode, type NodeIdentity } from '../agent/node-ip.js';
 import { leasesOf } from '../agent/leases.js';
 import type { NodeLease } from '../agent/lease.js';
@@ -15,6 +15,7 @@ import type { KeyValue } from '../store/types.js';
 import { formatCidr } from '../util/ip.js';
 import { table } from '../util/table.js';
 import { checkDevice, checkSocket, diffPeers, diffSubnetEnv, ipamUsage, readIfExists, type DeviceStatus, type IpamNetworkUsage, type PeerStatus, type SocketStatus, type StaleObject } from './status.js';
+import { readConfig as readAgentConfig } from '../agent/cluster.js';
 
 export interface StatusOptions {
   config: string;
@@ -67,17 +68,13 @@ export interface NodeStatus {
 
 const ns: NetnsRef = { kind: 'current' };
 
+/** The agent's own net-conf reading; its errors are bad usage here. */
 function readConfig(path: string, node: NodeIdentity): NetConf {
-  let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
+    return readAgentConfig(path, node);
   } catch (e) {
-    throw new StatusUsageError(`--config ${path}: ${(e as Error).message}`);
-  }
-  try {
-    return parseNetConf(raw, node.connected.map((net) => ({ what: `the node network on ${node.iface}`, net })));
-  } catch (e) {
-    throw new StatusUsageError(`--config ${path}: ${(e as Error).message}`);
+    const msg = (e as Error).message;
+    throw new StatusUsageError(msg.startsWith('--config ') ? msg : `--config ${path}: ${msg}`);
   }
 }
 
