@@ -3,6 +3,7 @@
 // marked, the running podnet-tund, the socket and subnet.env; --all also the IPAM state. Refused
 // while an agent answers on the socket (unless --force). Plan: src/agent/cleanup-plan.ts.
 import { Command, Option } from 'commander';
+import { envDefault } from './node-options.js';
 
 /** Exit codes: 0 done (or nothing to do), 1 a step failed, 2 refused or bad usage. */
 const EXIT_FAILED = 1;
@@ -21,7 +22,7 @@ interface CleanupCliOpts {
 }
 
 export function registerCleanupCommands(program: Command): void {
-  const env = (flag: string, dflt: string) => process.env[`PODNET_${flag.toUpperCase().replace(/-/g, '_')}`] ?? dflt;
+  const env = (flag: string, dflt: string) => envDefault(flag, dflt) ?? dflt;
   program
     .command('cleanup')
     .description('remove everything podnet created on this node (nftables tables, iptables PODNET chains, podnet devices, proto 80 routes, their neighbours and FDB entries, podnet-tund, the socket, subnet.env) and nothing else; --all also the IPAM state')

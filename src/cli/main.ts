@@ -1,7 +1,6 @@
 // podnet's command line. When a runtime execs it as a CNI plugin (CNI_COMMAND set), it acts as
 // one, so `dist/podnet.mjs` also works as a plugin binary.
 import { Command, Option } from 'commander';
-import { hostname } from 'node:os';
 import { SUPPORTED_VERSIONS } from '../cni/version.js';
 import { registerLabCommands } from './lab.js';
 import { registerBgpCommands } from './bgp.js';
@@ -11,6 +10,7 @@ import { registerCleanupCommands } from './cleanup.js';
 import { registerIpamCommands } from './ipam.js';
 import { parsePortRange, registerProxyCommands } from './proxy.js';
 import { registerStatusCommands } from './status.js';
+import { envDefault, nodeOptions } from './node-options.js';
 
 const VERSION = '0.1.0';
 
@@ -37,18 +37,12 @@ export function buildCli(): Command {
     .version(VERSION, '-v, --version')
     .showHelpAfterError();
 
-  const env = (flag: string, dflt?: string) => process.env[`PODNET_${flag.toUpperCase().replace(/-/g, '_')}`] ?? dflt;
-  program
+  const env = envDefault;
+  const agent = program
     .command('agent')
     .description('run the node agent: CNI on a root-only unix socket; with --config and --store also the cluster side (subnet lease, vxlan/host-gw/tun/bgp datapath, subnet.env)')
-    .option('--socket <path>', 'CNI socket path', env('socket', '/run/podnet/podnet.sock'))
-    .option('--config <file>', 'network config, net-conf.json: Network, SubnetLen, Backend (env PODNET_NET_CONFIG_PATH)', env('net-config-path'))
-    .option('--store <url>', 'cluster store: file:DIR or etcd', env('store'))
-    .option('--etcd-endpoints <urls>', 'comma-separated etcd client URLs', env('etcd-endpoints', 'http://127.0.0.1:2379'))
-    .option('--etcd-prefix <prefix>', 'store key prefix', env('etcd-prefix', '/podnet/network'))
-    .option('--iface <name>', 'public interface (default: the default route\'s)', env('iface'))
-    .option('--public-ip <ip>', 'public IP (default: the first address of --iface)', env('public-ip'))
-    .option('--node-name <name>', 'node name recorded in the lease', env('node-name', hostname()))
+    .option('--socket <path>', 'CNI socket path', env('socket', '/run/podnet/podnet.sock'));
+  nodeOptions(agent)
     .option('--subnet-file <path>', 'where to write subnet.env', env('subnet-file', '/run/podnet/subnet.env'))
     .option('--data-dir <dir>', 'agent state', env('data-dir', '/var/lib/podnet'))
     .option('--no-ip-masq', 'do not masquerade pod traffic leaving the cluster network (env PODNET_IP_MASQ=false)')

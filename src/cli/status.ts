@@ -2,26 +2,20 @@
 // expiry, the backend device, each peer programmed or not (the object named), subnet.env, the CNI
 // socket, the proxy's services, IPAM usage, the store.
 import { Command, Option } from 'commander';
-import { hostname } from 'node:os';
 import { DEFAULT_DATA_DIR } from '../ipam/config.js';
 import { parsePortRange } from './proxy.js';
+import { envDefault, nodeOptions } from './node-options.js';
 
 /** Exit codes: 0 all good; 1 something is wrong (each problem listed with its reason and where to look); 2 bad usage or the store unreachable. */
 const EXIT_PROBLEMS = 1;
 const EXIT_USAGE = 2;
 
 export function registerStatusCommands(program: Command): void {
-  const env = (flag: string, dflt?: string) => process.env[`PODNET_${flag.toUpperCase().replace(/-/g, '_')}`] ?? dflt;
-  program
+  const env = envDefault;
+  const status = program
     .command('status')
-    .description("this node's health, read only: lease and expiry, backend device, each peer programmed or missing, subnet.env, CNI socket, proxy services, IPAM usage, the store")
-    .option('--config <file>', 'network config, net-conf.json (env PODNET_NET_CONFIG_PATH)', env('net-config-path'))
-    .option('--store <url>', 'cluster store: file:DIR or etcd', env('store'))
-    .option('--etcd-endpoints <urls>', 'comma-separated etcd client URLs', env('etcd-endpoints', 'http://127.0.0.1:2379'))
-    .option('--etcd-prefix <prefix>', 'store key prefix', env('etcd-prefix', '/podnet/network'))
-    .option('--iface <name>', "public interface (default: the default route's)", env('iface'))
-    .option('--public-ip <ip>', 'public IP (default: the first address of --iface)', env('public-ip'))
-    .option('--node-name <name>', 'node name the lease should record', env('node-name', hostname()))
+    .description("this node's health, read only: lease and expiry, backend device, each peer programmed or missing, subnet.env, CNI socket, proxy services, IPAM usage, the store");
+  nodeOptions(status)
     .option('--subnet-file <path>', "the agent's subnet.env", env('subnet-file', '/run/podnet/subnet.env'))
     .option('--socket <path>', "the agent's CNI socket", env('socket', '/run/podnet/podnet.sock'))
     .option('--data-dir <dir>', "the agent's state (tun: podnet-tund's peers file)", env('data-dir', '/var/lib/podnet'))
