@@ -21,6 +21,7 @@ import {
   labDir,
   labsRoot,
   loadState,
+  nodeSubnets,
   nsName,
   nsPrefix,
   pickUnderlayKs,
@@ -42,6 +43,7 @@ import { addNetns, delNetns, isAlive, listNetns, netnsExists, netnsPids, stopPro
 import { attachToUnderlay, createFabric, createNode, FABRIC_HOST, nextNodeIndex, planNode, underlayIp, writeNetConf } from './topology.js';
 import { createRacksAndRouter, offSegmentPeer, planRacks, planRouter, routerDaemon, routerFiles, routerPlan } from './racks.js';
 import { ROUTER_KINDS, type RouterKind } from './router/types.js';
+import { waitForRoutes } from './convergence.js';
 
 export interface UpOptions {
   name: string;
@@ -218,6 +220,13 @@ export async function labUp(o: UpOptions): Promise<LabState> {
       throw e;
     }
     p.done(Object.values(s.nodes).map((n) => `${n.name} ${nodeSubnet(n) ?? '?'}`).join(', '));
+    if (s.router?.kind) {
+      await converged(s, Object.values(s.nodes), p, o, () =>
+        updateState(o.name, (st) => {
+          st.phase = 'failed';
+        }),
+      );
+    }
   }
   return updateState(o.name, (st) => {
     st.phase = 'up';
@@ -226,13 +235,7 @@ export async function labUp(o: UpOptions): Promise<LabState> {
 
 /** The node's pod subnet from its subnet file (10.244.1.0/24), undefined before the lease. */
 export function nodeSubnet(n: LabNode): string | undefined {
-  try {
-    const env = parseEnvFile(readFileSync(n.subnetFile, 'utf8'));
-    const c = env.PODNET_SUBNET ? tryParseCidr(env.PODNET_SUBNET) : undefined;
-    return c ? formatCidr(masked(c)) : undefined;
-  } catch {
-    return undefined;
-  }
+  return nodeSubnets(n).find((c) => !c.includes(':'));
 }
 
 export interface DownReport {
@@ -356,8 +359,22 @@ export async function nodeAdd(lab: string, name: string | undefined, o: { timeou
     n = s.nodes[n.name];
     await waitForSubnets([n], { timeoutMs: o.timeoutMs, progress: o.notes });
     p.done(nodeSubnet(n));
+    if (s.router?.kind) await converged(s, Object.values(s.nodes), p, o);
   }
   return n;
+}
+
+/** bgp: the routes through the router (convergence.ts) before the lab counts as up. */
+async function converged(s: LabState, nodes: LabNode[], p: Progress, o: { timeoutMs?: number; notes?: NodeJS.WriteStream | null }, onFail?: () => Promise<unknown>): Promise<void> {
+  p.step(`routes: ${nodes.length} nodes and the ${s.router!.kind} router`);
+  try {
+    await waitForRoutes(s, nodes, { timeoutMs: o.timeoutMs, progress: o.notes });
+  } catch (e) {
+    await onFail?.();
+    p.fail('the routes did not converge');
+    throw e;
+  }
+  p.done();
 }
 
 export async function nodeDel(lab: string, name: string, p: Progress = quiet()): Promise<{ lease?: string; leaseDeleted: boolean; detail: string; endpointWarnings: string[] }> {

@@ -81,7 +81,11 @@ export function createRacksAndRouter(s: LabState): void {
     ip(['-n', s.fabricNs, 'link', 'set', r.fabricIf, 'master', r.bridge]);
     ip(['-n', s.fabricNs, 'link', 'set', r.fabricIf, 'up']);
     ip(['-n', router.ns, 'addr', 'replace', `${r.routerIp}/24`, 'dev', r.routerIf]);
-    if (r.routerIp6) ip(['-n', router.ns, 'addr', 'replace', `${r.routerIp6}/64`, 'dev', r.routerIf, 'nodad']);
+    if (r.routerIp6) {
+      // no DAD, for the link-local too (see attachToUnderlay)
+      ip(['-n', router.ns, 'addr', 'replace', `${r.routerIp6}/64`, 'dev', r.routerIf, 'nodad']);
+      sysctl(router.ns, `net.ipv6.conf.${r.routerIf}.accept_dad=0`);
+    }
     ip(['-n', router.ns, 'link', 'set', r.routerIf, 'up']);
   }
 }

@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync, fsyncSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { withFileLock } from '../util/lock.js';
+import { formatCidr, masked, tryParseCidr } from '../util/ip.js';
 import { BACKEND_TYPES, type BackendType } from '../agent/lease.js';
 import type { RouterKind } from './router/types.js';
 
@@ -306,4 +307,20 @@ export function labSettings(s: LabState) {
     serviceCidr: s.serviceCidr ?? DEFAULT_SERVICE_CIDR,
     proxyMode: s.proxyMode ?? DEFAULT_PROXY_MODE,
   };
+}
+
+/** The node's leased pod subnets (subnet.env), IPv4 first; none before its agent wrote it. */
+export function nodeSubnets(n: Pick<LabNode, 'subnetFile'>): string[] {
+  let env: string;
+  try {
+    env = readFileSync(n.subnetFile, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const key of ['PODNET_SUBNET', 'PODNET_IPV6_SUBNET']) {
+    const c = tryParseCidr(new RegExp(`^${key}=(\\S+)`, 'm').exec(env)?.[1] ?? '');
+    if (c) out.push(formatCidr(masked(c)));
+  }
+  return out;
 }

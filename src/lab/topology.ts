@@ -52,8 +52,13 @@ export function attachToUnderlay(s: LabState, ns: string, fabricIf: string, ipAd
   ip(['-n', s.fabricNs, 'link', 'set', fabricIf, 'up']);
   ip(['-n', ns, 'addr', 'replace', `${ipAddr}/24`, 'dev', 'eth0']);
   // no duplicate address detection: the lab assigns every address once, and a tentative address
-  // would delay the node's first IPv6 packets (and its BGP next hop) by a second or two
-  if (ip6) ip(['-n', ns, 'addr', 'replace', `${ip6}/64`, 'dev', 'eth0', 'nodad']);
+  // would delay the node's first IPv6 packets (and its BGP next hop) by a second or two. The
+  // link-local too (accept_dad=0 before the link is up): the kernel solicits neighbours for
+  // forwarded packets only from a non-tentative link-local
+  if (ip6) {
+    ip(['-n', ns, 'addr', 'replace', `${ip6}/64`, 'dev', 'eth0', 'nodad']);
+    sysctl(ns, 'net.ipv6.conf.eth0.accept_dad=0');
+  }
   ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
   ip(['-n', ns, 'route', 'replace', 'default', 'via', seg.gateway]);
   if (ip6 && seg.gateway6) ip(['-n', ns, '-6', 'route', 'replace', 'default', 'via', seg.gateway6]);

@@ -100,22 +100,15 @@ for (const router of ROUTERS) {
         assert.equal(p.code, 0, p.stderr);
       }
       st = JSON.parse(readFileSync(join(LAB_DIR, TAG, 'state.json'), 'utf8'));
-      // the sessions carry IPv4 and IPv6 in separate families: wait until every node has learnt a
-      // route (proto 80) for every other node's subnets of both families before anything pings
-      const t0 = Date.now();
-      const missing = () => {
-        const out: string[] = [];
-        for (const n of Object.values(st.nodes)) {
-          const have = new Set<string>();
-          for (const fam of ['-4', '-6']) for (const r of JSON.parse(execFileSync('ip', ['-n', n.ns, fam, '-j', 'route', 'show', 'proto', '80'], { encoding: 'utf8' })) as { dst: string }[]) have.add(r.dst);
-          for (const m of Object.values(st.nodes)) if (m !== n) for (const c of subnets(m.subnetFile)) if (!have.has(c)) out.push(`${n.ns}: ${c}`);
-        }
-        return out;
-      };
-      for (let left = missing(); left.length; left = missing()) {
-        assert.ok(Date.now() - t0 < 15_000, `routes not learnt within 15 s: ${left.join(', ')}`);
-        execFileSync('sleep', ['0.1']);
+      // lab up returns once the routes have converged (src/lab/convergence.ts): every node has a
+      // route (proto 80) for every other node's subnets of both families, with nothing to wait for
+      const missing: string[] = [];
+      for (const n of Object.values(st.nodes)) {
+        const have = new Set<string>();
+        for (const fam of ['-4', '-6']) for (const r of JSON.parse(execFileSync('ip', ['-n', n.ns, fam, '-j', 'route', 'show', 'proto', '80'], { encoding: 'utf8' })) as { dst: string }[]) have.add(r.dst);
+        for (const m of Object.values(st.nodes)) if (m !== n) for (const c of subnets(m.subnetFile)) if (!have.has(c)) missing.push(`${n.ns}: ${c}`);
       }
+      assert.deepEqual(missing, [], 'every route in place when lab up returned');
     });
 
     after(() => {

@@ -63,6 +63,11 @@ test('routed plan: /32 and /128 on the pod, host route per IP, on-link gateway a
   const hostRoutes = p.host.filter((o) => o.op === 'route-add').map((o) => (o as { route: { dst: string } }).route.dst);
   assert.deepEqual(hostRoutes, ['10.2.0.7/32', 'fd00:2::7/128']);
   assert.deepEqual(p.podRoutes, [{ dst: '0.0.0.0/0', gw: '10.2.0.1' }, { dst: '::/0', gw: 'fd00:2::1' }]);
+  // the host end comes up only after DAD is off on it (a tentative link-local sends no neighbour solicitation)
+  assert.equal(p.link.op, 'link-add');
+  assert.deepEqual(p.hostSysctls, { 'net/ipv6/conf/vethx/accept_dad': '0' });
+  assert.equal(p.host[0].op === 'link-set' && p.host[0].up, true);
+  assert.deepEqual(planRouted({ hostVeth: 'v', ifname: 'e', podNsPath: '/p', podMac: 'm', alias: 'a', ips: [{ address: '10.0.0.2/24', gateway: '10.0.0.1' }], routes: [] }).hostSysctls, {}, 'IPv4 only: no IPv6 sysctl');
   assert.throws(() => planRouted({ hostVeth: 'v', ifname: 'e', podNsPath: '/p', podMac: 'm', alias: 'a', ips: [{ address: '10.0.0.2/24' }], routes: [] }));
 });
 

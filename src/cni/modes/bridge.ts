@@ -8,7 +8,7 @@ import { contains, formatCidr, masked, parseCidr } from '../../util/ip.js';
 import type { CniInterface, CniIpConfig, CniResult } from '../types.js';
 import type { UndoStack } from '../undo.js';
 import { checkPodSide } from './check.js';
-import { BRIDGE_ALIAS, createHostVeth, deleteHostVeth, hostVethName, isV6, ownerAlias, planPodSide, podRoutes, randomMac } from './common.js';
+import { BRIDGE_ALIAS, createHostVeth, deleteHostVeth, hostLinkSysctls, hostVethName, isV6, ownerAlias, planPodSide, podRoutes, randomMac } from './common.js';
 import type { Attachment, Mode, ModeAddInput, ModeDeps } from './mode.js';
 
 /** Gateway addresses the bridge must carry (gw/prefix of each IP's subnet). Pure. */
@@ -72,7 +72,7 @@ export function planBridgeVeth(p: BridgePlanInput): KernelOp[] {
   ];
 }
 
-async function ensureBridge(deps: ModeDeps, name: string, mtu: number | undefined, promisc: boolean): Promise<Link> {
+async function ensureBridge(deps: ModeDeps, name: string, mtu: number | undefined, promisc: boolean, ipv6: boolean): Promise<Link> {
   const have = await deps.kernel.link(deps.host, name);
   if (have) {
     if (have.kind !== 'bridge') throw new CniError(ErrCode.InvalidConfig, `bridge: ${name} exists but is a ${have.kind ?? 'non-bridge'} device, not a bridge`);
@@ -83,16 +83,17 @@ async function ensureBridge(deps: ModeDeps, name: string, mtu: number | undefine
     return have;
   }
   try {
-    await deps.kernel.apply(deps.host, [
-      { op: 'link-add', spec: { kind: 'bridge', name, mtu, mac: randomMac() } },
-      { op: 'link-set', name, up: true, alias: BRIDGE_ALIAS, ...(promisc ? { promisc: true } : {}) },
-    ]);
+    await deps.kernel.apply(deps.host, [{ op: 'link-add', spec: { kind: 'bridge', name, mtu, mac: randomMac() } }]);
+    await deps.kernel.sysctlSet(deps.host, hostLinkSysctls(name, ipv6));
+    await deps.kernel.apply(deps.host, [{ op: 'link-set', name, up: true, alias: BRIDGE_ALIAS, ...(promisc ? { promisc: true } : {}) }]);
   } catch (e) {
-    // a concurrent ADD created it first: fine, use theirs
+    // a concurrent ADD created it first: fine, use theirs (it brings it up)
     if (!isExists(e)) throw e;
   }
   const made = await deps.kernel.link(deps.host, name);
   if (!made) throw new CniError(ErrCode.KernelFailure, `bridge ${name} vanished right after creation`);
+  // the concurrent ADD that created it may not have brought it up yet
+  if (!made.up) await deps.kernel.apply(deps.host, [{ op: 'link-set', name, up: true }]);
   return made;
 }
 
@@ -103,7 +104,7 @@ export const bridgeMode: Mode = {
 
   async add(a: ModeAddInput, deps: ModeDeps, undo: UndoStack): Promise<CniResult> {
     const { cfg } = a;
-    const br = await ensureBridge(deps, cfg.bridge, cfg.mtu, cfg.promiscMode);
+    const br = await ensureBridge(deps, cfg.bridge, cfg.mtu, cfg.promiscMode, a.ips.some((i) => isV6(i.address)));
     const hostVeth = hostVethName(a.containerId, a.ifname);
     const podMac = randomMac();
     // both MACs chosen here, so the result needs no read-back

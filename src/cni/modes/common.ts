@@ -113,6 +113,17 @@ export async function createHostVeth(deps: ModeDeps, ops: KernelOp[], hostVeth: 
   undo.push(`delete ${hostVeth}`, () => deleteHostVeth(deps, a));
 }
 
+/**
+ * sysctls for a host-side link podnet creates, set while it is still down. accept_dad=0: the
+ * kernel sends a neighbour solicitation for a forwarded packet only from a non-tentative
+ * link-local address of the outgoing link (ndisc_send_ns), so with DAD the first 1-2 s of a new
+ * bridge or routed veth drop every IPv6 packet forwarded to its pods. The link's MAC is podnet's
+ * own random one and nothing else is on the link to collide with.
+ */
+export function hostLinkSysctls(link: string, ipv6: boolean): Record<string, string> {
+  return ipv6 ? { [`net/ipv6/conf/${link}/accept_dad`]: '0' } : {};
+}
+
 /** Deleting the host end removes the pod end (and the host routes through it) too. */
 export function deleteHostVeth(deps: ModeDeps, a: Attachment): Promise<void> {
   return deleteLinkBatched(deps.kernel, deps.host, hostVethName(a.containerId, a.ifname));

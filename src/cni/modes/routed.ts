@@ -6,10 +6,13 @@ import type { KernelOp } from '../../kernel/types.js';
 import type { CniIpConfig, CniResult, CniRoute } from '../types.js';
 import type { UndoStack } from '../undo.js';
 import { checkPodSide, routePresent } from './check.js';
-import { createHostVeth, defaultDst, deleteHostVeth, hostCidr, hostVethName, ipOnly, isV6, ownerAlias, planPodSide, randomMac } from './common.js';
+import { createHostVeth, defaultDst, deleteHostVeth, hostCidr, hostLinkSysctls, hostVethName, ipOnly, isV6, ownerAlias, planPodSide, randomMac } from './common.js';
 import type { Attachment, Mode, ModeAddInput, ModeDeps } from './mode.js';
 
 export interface RoutedPlan {
+  /** the veth (host end down), then hostSysctls, then host */
+  link: KernelOp;
+  hostSysctls: Record<string, string>;
   host: KernelOp[];
   pod: KernelOp[];
   podIps: CniIpConfig[];
@@ -28,10 +31,8 @@ export function planRouted(p: {
   ips: CniIpConfig[];
   routes: CniRoute[];
 }): RoutedPlan {
-  const host: KernelOp[] = [
-    { op: 'link-add', spec: { kind: 'veth', name: p.hostVeth, mtu: p.mtu, mac: p.hostMac, peer: { name: p.ifname, netns: { kind: 'path', path: p.podNsPath }, mac: p.podMac, mtu: p.mtu } } },
-    { op: 'link-set', name: p.hostVeth, up: true, alias: p.alias },
-  ];
+  const link: KernelOp = { op: 'link-add', spec: { kind: 'veth', name: p.hostVeth, mtu: p.mtu, mac: p.hostMac, peer: { name: p.ifname, netns: { kind: 'path', path: p.podNsPath }, mac: p.podMac, mtu: p.mtu } } };
+  const host: KernelOp[] = [{ op: 'link-set', name: p.hostVeth, up: true, alias: p.alias }];
   const podIps: CniIpConfig[] = [];
   const onlink: KernelOp[] = [];
   const podRoutes: CniRoute[] = [];
@@ -54,7 +55,7 @@ export function planRouted(p: {
   const pod = planPodSide(p.ifname, podIps.map((i) => i.address), [], []);
   pod.push(...onlink);
   for (const r of podRoutes) pod.push({ op: 'route-add', route: { dst: r.dst, gateway: r.gw, dev: p.ifname } });
-  return { host, pod, podIps, podRoutes };
+  return { link, hostSysctls: hostLinkSysctls(p.hostVeth, p.ips.some((i) => isV6(i.address))), host, pod, podIps, podRoutes };
 }
 
 export const routedMode: Mode = {
@@ -78,7 +79,9 @@ export const routedMode: Mode = {
       ips: a.ips,
       routes: a.routes,
     });
-    await createHostVeth(deps, plan.host, hostVeth, a, undo);
+    await createHostVeth(deps, [plan.link], hostVeth, a, undo);
+    await deps.kernel.sysctlSet(deps.host, plan.hostSysctls);
+    await deps.kernel.apply(deps.host, plan.host);
     await deps.kernel.apply(a.pod, plan.pod);
     const interfaces = [
       { name: hostVeth, mac: hostMac, ...(a.cfg.mtu ? { mtu: a.cfg.mtu } : {}) },

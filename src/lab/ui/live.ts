@@ -3,27 +3,9 @@
 // node's tunnel datapath as its kernel has it (tunnel devices, routes, VXLAN FDB). Cheap reads: a
 // stat or a /proc read per object, and per node of a vxlan or tun lab two or three iproute2 calls
 // (`ip -j -d link`, `ip -j route`, `bridge -j fdb`), run concurrently.
-import { readFileSync } from 'node:fs';
-import type { LabNode, LabState } from '../state.js';
+import { nodeSubnets, type LabNode, type LabState } from '../state.js';
 import { isAlive, netnsExists, runAsync } from '../sys.js';
-import { formatCidr, masked, tryParseCidr } from '../../util/ip.js';
 import type { LiveFacts, NodeDataplane } from './topology.js';
-
-/** The node's leased pod subnets (subnet.env), IPv4 first; none before its agent wrote it. */
-export function nodeSubnets(n: Pick<LabNode, 'subnetFile'>): string[] {
-  let env: string;
-  try {
-    env = readFileSync(n.subnetFile, 'utf8');
-  } catch {
-    return [];
-  }
-  const out: string[] = [];
-  for (const key of ['PODNET_SUBNET', 'PODNET_IPV6_SUBNET']) {
-    const c = tryParseCidr(new RegExp(`^${key}=(\\S+)`, 'm').exec(env)?.[1] ?? '');
-    if (c) out.push(formatCidr(masked(c)));
-  }
-  return out;
-}
 
 const json = <T>(text: string): T | undefined => {
   try {
