@@ -35,6 +35,15 @@ for (const agent of [false, true]) {
           const sandboxIdx = res.interfaces.findIndex((x) => x.sandbox);
           assert.ok(sandboxIdx >= 0 && res.ips.every((x) => x.interface === sandboxIdx));
           ips.push(res.ips.map((x) => x.address.split('/')[0]));
+          // the host link that forwards to the pod (the bridge; the routed veth) carries no
+          // tentative IPv6 address: the kernel solicits neighbours for forwarded packets only
+          // from a usable link-local (a bridge port's own link-local does not matter)
+          if (c.mode !== 'macvlan') {
+            const tentative = (JSON.parse(h.exec(h.nodeNs, ['ip', '-6', '-j', 'addr', 'show', 'tentative'])) as { ifname: string; addr_info: { local: string }[] }[])
+              .filter((l) => (c.mode === 'bridge' ? l.ifname === 'pnbr0' : l.ifname.startsWith('veth')))
+              .flatMap((l) => l.addr_info.map((x) => `${l.ifname} ${x.local}`));
+            assert.deepEqual(tentative, [], 'tentative addresses on the host links right after ADD');
+          }
           const chk = await h.invoke({ command: 'CHECK', containerId: `c${i}`, netns: h.podPath(p), ifname: 'eth0', conf: { ...conf, prevResult: res } });
           assert.equal(chk.code, 0, `CHECK failed: ${chk.stdout}`);
         }
