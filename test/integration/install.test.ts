@@ -1,11 +1,12 @@
 // `podnet install` from a copy of the checkout (and from an `npm pack` tarball installed with
 // npm) into temp directories; the copy deleted; pods wired through the installed CNI
 // executable (standalone, then through the installed agent started as its unit's ExecStart
-// says, in a node namespace); `podnet uninstall` leaves the directories exactly as before.
+// says, in a node namespace), then a two-node lab run by the installed launcher; `podnet
+// uninstall` leaves the directories exactly as before.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -219,6 +220,8 @@ test('podnet install from a copy of the checkout: the copy deleted, pods through
   agent.kill('SIGTERM');
   assert.equal(await exited, 0, agentErr);
 
+  labThroughInstall(launcher, join(root, 'opt/podnet/lib'), t);
+
   uninstallAndCompare([launcher], root, before);
 
   // the CLI around it: --help, --dry-run writes nothing, a foreign file in the way refuses (exit 1) before anything is written
@@ -237,6 +240,44 @@ test('podnet install from a copy of the checkout: the copy deleted, pods through
   rmSync(join(root, 'bin/podnet'));
   assert.deepEqual(listing(root), before);
 });
+
+/**
+ * The lab run by the installed launcher (the checkout copy is gone): its agents run the prefix's
+ * bundle, each node's CNI executables exec the prefix's plugin, and pods on two nodes reach
+ * each other through them. `lab down` leaves no namespace.
+ */
+function labThroughInstall(launcher: string, lib: string, t: string): void {
+  const name = `in${process.pid.toString(36)}${randomBytes(2).toString('hex')}`.slice(0, 16);
+  const env = { ...process.env, PODNET_LAB_DIR: join(t, 'labs') };
+  const lab = (args: string[]) => spawnSync(launcher, ['lab', ...args, '--name', name], { encoding: 'utf8', env, timeout: 120_000 });
+  try {
+    const up = lab(['up', '--nodes', '2', '--backend', 'vxlan']);
+    assert.equal(up.status, 0, up.stdout + up.stderr);
+    for (const [pod, node] of [['p1', 'n1'], ['p2', 'n2']]) {
+      const r = lab(['pod', 'add', pod, '--node', node]);
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+    }
+    const st = JSON.parse(readFileSync(join(t, 'labs', name, 'state.json'), 'utf8')) as {
+      nodes: Record<string, { agent: { pid: number }; binDir: string }>;
+      pods: Record<string, { ns: string; ips: string[] }>;
+    };
+    for (const [n, node] of Object.entries(st.nodes)) {
+      const argv = readFileSync(`/proc/${node.agent.pid}/cmdline`, 'utf8').split('\0');
+      assert.equal(argv[1], join(lib, 'dist/podnet.mjs'), `${n}'s agent runs the installed bundle: ${argv.join(' ')}`);
+      // the compiled client reads the bundle to run from .podnet-client.conf beside itself
+      const conf = readFileSync(join(node.binDir, '.podnet-client.conf'), 'utf8');
+      assert.match(conf, new RegExp(`^bundle=${join(lib, 'dist/podnet-cni.mjs')}$`, 'm'), `${n}'s CNI client execs the installed plugin: ${conf}`);
+      assert.deepEqual(readFileSync(join(node.binDir, 'podnet')), readFileSync(join(lib, 'dist/podnet-cni-client')), `${n}'s CNI executable is the installed client`);
+    }
+    assert.ok(pingFrom(st.pods.p1.ns, st.pods.p2.ips[0]), 'p1 on n1 reaches p2 on n2');
+    assert.ok(pingFrom(st.pods.p2.ns, st.pods.p1.ips[0]), 'p2 on n2 reaches p1 on n1');
+    const down = lab(['down']);
+    assert.equal(down.status, 0, down.stdout + down.stderr);
+  } finally {
+    if (existsSync(join(t, 'labs', name))) lab(['down']);
+  }
+  assert.deepEqual(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(`pnlab-${name}-`)), [], 'lab down left no namespace');
+}
 
 function registryReachable(): boolean {
   return spawnSync('npm', ['ping'], { encoding: 'utf8', timeout: 15000 }).status === 0;
