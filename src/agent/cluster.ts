@@ -206,6 +206,9 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
     const tok = tracker?.passStart(peers);
     try {
       wantFull = false;
+      // the device is part of the datapath: a full pass sets it up again when it was deleted or
+      // changed by hand, as at start (its routes, neighbours and FDB entries follow in this pass)
+      if (full) await repairDevice();
       // one pidfile read and one /proc look per pass
       if (tundOpts && !findTund(tundOpts.dataDir)) {
         // the datapath died (or was stopped) under a running agent: start it again; the routes
@@ -236,6 +239,17 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
         schedule();
       }
     }
+  };
+  const repairDevice = async () => {
+    const again = await backend.ensureDevice({ kernel, ns, own: held.lease, log });
+    if (again.action === 'none') return;
+    log.warn('backend device repaired', { backend: backend.type, device: again.device, action: again.action, reasons: again.reasons });
+    tracker?.deviceRepaired(again.action);
+    // a podnet-tund attached to the device that is gone serves nothing: the check below starts a new one
+    if (tundOpts && again.action === 'created' && findTund(tundOpts.dataDir)) await stopTund(tundOpts.dataDir);
+    dev = bgpConf ? { ...again, backendData: ownBackendData } : again;
+    // a new vxlan device has a new MAC unless one is configured: the peers must learn it
+    if (JSON.stringify(dev.backendData) !== JSON.stringify(held.lease.backendData)) held = await updateLease(store, held, { ...held.lease, backendData: dev.backendData });
   };
   // events only schedule work; a burst of changes becomes one pass
   const schedule = () => {

@@ -107,6 +107,10 @@ export class ClusterTracker {
     this.metrics?.storeErrors.labels({ op }).inc();
   }
 
+  deviceRepaired(action: string): void {
+    this.metrics?.deviceRepairs.labels({ action }).inc();
+  }
+
   watchReset(): void {
     this.metrics?.watchResets.inc();
   }
