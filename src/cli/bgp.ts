@@ -1,37 +1,11 @@
 // `podnet bgp status`: the agent's BGP speaker, asked over the agent's socket.
-import { connect } from 'node:net';
 import { Command, Option } from 'commander';
-import { decodeResponse, encodeRequest } from '../agent/protocol.js';
+import { askAgent } from '../agent/control-client.js';
 import type { SpeakerStatus } from '../agent/bgp/speaker.js';
 
 /** Exit codes: 0 every peer Established; 1 the agent cannot be asked (or runs no bgp backend); 3 a peer is not Established. */
 const EXIT_AGENT = 1;
 const EXIT_PEER_DOWN = 3;
-
-export function askAgent(socket: string, control: string, timeoutMs = 5000): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    const c = connect(socket);
-    const t = setTimeout(() => c.destroy(new Error(`no answer from the agent on ${socket} within ${timeoutMs} ms`)), timeoutMs);
-    c.on('connect', () => c.end(encodeRequest({ env: { PODNET_CONTROL: control }, stdin: '' })));
-    c.on('data', (d: Buffer) => chunks.push(d));
-    c.on('error', (e) => {
-      clearTimeout(t);
-      reject(new Error(`cannot reach the agent on ${socket}: ${e.message}`));
-    });
-    c.on('end', () => {
-      clearTimeout(t);
-      try {
-        const r = decodeResponse(Buffer.concat(chunks));
-        const body = JSON.parse(r.stdout) as unknown;
-        if (r.exitCode !== 0) reject(new Error((body as { error?: string }).error ?? `agent answered exit code ${r.exitCode}`));
-        else resolve(body);
-      } catch (e) {
-        reject(new Error(`malformed answer from the agent: ${(e as Error).message}`));
-      }
-    });
-  });
-}
 
 function duration(s: number | undefined): string {
   if (s === undefined) return '-';

@@ -5,6 +5,8 @@ import { defaultKernel, defaultNft } from '../kernel/index.js';
 import type { NetnsRef } from '../kernel/types.js';
 import { createBackend, Reconciler } from '../agent/backends/index.js';
 import { BgpBackend } from '../agent/backends/bgp.js';
+import type { SpeakerStatus } from '../agent/bgp/speaker.js';
+import { askAgent } from '../agent/control-client.js';
 import type { NetConf } from '../agent/netconf.js';
 import { detectNode, type NodeIdentity } from '../agent/node-ip.js';
 import { leasesOf } from '../agent/leases.js';
@@ -58,6 +60,8 @@ export interface NodeStatus {
   backend: { type: string; device: DeviceStatus };
   subnetFile: { path: string; exists: boolean; differences: string[] };
   peers: PeerStatus[];
+  /** bgp backend: the speaker's sessions as the agent reports them */
+  bgp?: { converged: boolean; peers: { address: string; asn: number; state: string; accepted: number; lastError?: string }[] };
   peersChecked: boolean;
   stale: StaleObject[];
   socket: SocketStatus;
@@ -183,10 +187,21 @@ export async function gatherStatus(o: StatusOptions): Promise<NodeStatus> {
   const peersOnly = all.map((x) => x.lease).filter((l) => !own || l.subnet !== own.subnet);
   let peers: PeerStatus[] = [];
   let stale: StaleObject[] = [];
-  const peersChecked = !!own && !(backend instanceof BgpBackend);
+  // bgp: the routes come from the agent's speaker, not from the leases; its status (over the
+  // agent's socket) has the sessions and the best paths the agent plans its routes from
+  let bgp: NodeStatus['bgp'];
   if (own && backend instanceof BgpBackend) {
-    add('peers', 'bgp backend: peer routes come from BGP sessions, not from leases; not checked here', 'podnet bgp status');
-  } else if (own) {
+    try {
+      const st = (await askAgent(o.socket, 'bgp-status')) as SpeakerStatus;
+      bgp = { peers: st.peers.map((p) => ({ address: p.address, asn: p.asn, state: p.state, accepted: p.prefixes.accepted, ...(p.lastError ? { lastError: p.lastError } : {}) })), converged: st.converged };
+      for (const p of bgp.peers) if (p.state !== 'Established') add('bgp', `BGP peer ${p.address} (AS ${p.asn}) is ${p.state}${p.lastError ? `: ${p.lastError}` : ''}`, 'podnet bgp status');
+      backend.useSpeaker({ bestRoutes: () => st.best ?? [], converged: () => st.converged, setAccepted: () => {} });
+    } catch (e) {
+      add('bgp', `the agent's BGP status cannot be read (${(e as Error).message}): the routes learned over BGP are not checked`, 'podnet bgp status');
+    }
+  }
+  const peersChecked = !!own && (!(backend instanceof BgpBackend) || !!bgp);
+  if (peersChecked && own) {
     const actual = await new Reconciler({ kernel, ns, backend }).observe();
     let tund: { table?: ReturnType<typeof import('../agent/tund/index.js').readPeers>; file: string } | undefined;
     if (backend.type === 'tun') {
@@ -198,6 +213,14 @@ export async function gatherStatus(o: StatusOptions): Promise<NodeStatus> {
     peers = d.peers;
     stale = d.stale;
     for (const s of d.shared) if (s.state !== 'present') add('datapath', `${s.what}: ${s.state}`, s.look);
+    // bgp: a node whose subnet no peer announces has no route at all (nothing in the plan to miss)
+    if (bgp) {
+      for (const p of peers) {
+        if (p.objects.length || p.state === 'refused') continue;
+        p.objects.push({ kind: 'route', what: `route ${p.subnet} (no BGP peer announces it)`, look: 'podnet bgp status -o json', state: 'missing' });
+        p.state = 'not-programmed';
+      }
+    }
     for (const p of peers) {
       const name = `peer ${p.nodeName ?? p.subnet} (subnet ${p.subnet}, ${p.publicIP})`;
       for (const r of p.reasons) add('peers', `${name} refused: ${r}`);
@@ -282,6 +305,7 @@ export async function gatherStatus(o: StatusOptions): Promise<NodeStatus> {
     subnetFile: { path: o.subnetFile, exists: envText !== undefined, differences },
     peers,
     peersChecked,
+    ...(bgp ? { bgp } : {}),
     stale,
     socket,
     proxy,
@@ -299,7 +323,8 @@ export function renderStatusText(s: NodeStatus): string {
   const d = s.backend.device;
   sec('BACKEND', [['TYPE', 'DEVICE', 'KIND', 'MTU', 'UP', 'OK'], [s.backend.type, d.name ?? '(none)', d.kind ?? '-', d.mtu !== undefined ? `${d.mtu}${d.mtu === d.wantMtu ? '' : ` (planned ${d.wantMtu})`}` : `- (planned ${d.wantMtu})`, d.up === undefined ? '-' : d.up ? 'yes' : 'no', d.name && !d.exists ? 'missing' : d.problems.length ? 'no' : 'yes']]);
   sec('SUBNET.ENV', [['PATH', 'AGREES WITH THE LEASE'], [s.subnetFile.path, !s.subnetFile.exists ? 'missing' : s.subnetFile.differences.length ? `no (${s.subnetFile.differences.length} line(s))` : 'yes']]);
-  if (!s.peersChecked) out.push('PEERS\n  not checked' + (s.lease ? ' (bgp backend: podnet bgp status)' : ' (no lease of this node)'));
+  if (s.bgp) sec(`BGP (${s.bgp.converged ? 'converged' : 'waiting for End-of-RIB'})`, [['PEER', 'AS', 'STATE', 'ACCEPTED'], ...s.bgp.peers.map((p) => [p.address, String(p.asn), p.state, String(p.accepted)])]);
+  if (!s.peersChecked) out.push('PEERS\n  not checked' + (s.lease ? " (bgp backend: the agent's BGP status cannot be read)" : ' (no lease of this node)'));
   else sec('PEERS', [['NODE', 'SUBNET', 'PUBLIC IP', 'STATE', 'OBJECTS'], ...s.peers.map((p) => [p.nodeName ?? '-', p.subnet, p.publicIP, p.state, p.state === 'refused' ? p.reasons.join('; ') : p.objects.filter((o) => o.state !== 'present').map((o) => `${o.kind} ${o.state}`).join(', ') || `${p.objects.length} present`])]);
   sec('CNI SOCKET', [['PATH', 'EXISTS', 'ANSWERS'], [s.socket.path, s.socket.exists ? 'yes' : 'no', s.socket.answers ? 'yes' : `no${s.socket.error ? ` (${s.socket.error})` : ''}`]]);
   const p = s.proxy;

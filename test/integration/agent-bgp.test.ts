@@ -14,7 +14,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestCluster, agentCommand, type ClusterNode } from '../helpers/cluster.js';
 import { ensureLabBundle } from '../helpers/lab.js';
-import { askAgent } from '../../src/cli/bgp.js';
+import { askAgent } from '../../src/agent/control-client.js';
 import type { SpeakerStatus } from '../../src/agent/bgp/speaker.js';
 import type { PeerStatus } from '../../src/agent/bgp/session.js';
 import { decodeResponse, encodeRequest } from '../../src/agent/protocol.js';

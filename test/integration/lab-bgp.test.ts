@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { formatCidr, masked, parseCidr } from '../../src/util/ip.js';
 
 const LAB_DIR = mkdtempSync(join(tmpdir(), 'pnlab-bgp-test-'));
+const PODNET = new URL('../../dist/podnet.mjs', import.meta.url).pathname;
 const cli = (args: string[]) => labCli(LAB_DIR, args, { timeoutMs: 240_000 });
 
 interface Router {
@@ -69,8 +70,9 @@ function tag(r: Pick<Router, 'kind'>): string {
 }
 
 interface St {
+  dir: string;
   router: { ns: string };
-  nodes: Record<string, { ns: string; ip: string; ip6?: string; rack: number; subnetFile: string }>;
+  nodes: Record<string, { ns: string; ip: string; ip6?: string; rack: number; subnetFile: string; dir: string; socket: string }>;
   pods: Record<string, { ns: string; ips: string[]; node: string }>;
 }
 
@@ -165,6 +167,32 @@ for (const router of ROUTERS) {
       assert.equal(via.get(subnets(st.nodes.n3.subnetFile)[0]), st.nodes.n3.ip, JSON.stringify(routes));
       const rackRouter = (JSON.parse(execFileSync('ip', ['-n', n1.ns, '-j', 'route', 'show', 'default'], { encoding: 'utf8' })) as { gateway: string }[])[0].gateway;
       assert.equal(via.get(subnets(st.nodes.n2.subnetFile)[0]), rackRouter);
+    });
+
+    it("podnet status on a node: the router's session and every other node's routes; a route deleted by hand is named, exit 1", () => {
+      const n1 = st.nodes.n1;
+      const status = () => {
+        const r = spawnSync('ip', ['netns', 'exec', n1.ns, process.execPath, PODNET, 'status', '-o', 'json', '--config', join(st.dir, 'net-conf.json'), '--store', `file:${join(st.dir, 'store')}`,
+          '--iface', 'eth0', '--public-ip', n1.ip, '--node-name', 'n1', '--subnet-file', n1.subnetFile, '--socket', n1.socket, '--data-dir', join(n1.dir, 'agent'), '--ipam-data-dir', join(n1.dir, 'ipam')], { encoding: 'utf8', timeout: 30_000 });
+        return { code: r.status, st: JSON.parse(r.stdout || '{}') as { bgp?: { peers: { address: string; state: string }[] }; peers: { nodeName?: string; state: string; objects: { what: string; state: string }[] }[]; problems: { section: string; message: string }[] }, raw: r.stdout + r.stderr };
+      };
+      const ok = status();
+      assert.equal(ok.code, 0, ok.raw);
+      assert.deepEqual(ok.st.bgp?.peers.map((p) => p.state), ['Established']);
+      assert.deepEqual(ok.st.peers.map((p) => [p.nodeName, p.state]), [['n2', 'programmed'], ['n3', 'programmed'], ['n4', 'programmed']]);
+      // the agent's resync may put the route back between the deletion and status (a 10 s timer): then delete it again
+      const n2v4 = subnets(st.nodes.n2.subnetFile)[0];
+      const present = () => execFileSync('ip', ['-n', n1.ns, 'route', 'show', n2v4, 'proto', '80'], { encoding: 'utf8' }).trim() !== '';
+      let broken: ReturnType<typeof status> | undefined;
+      for (let attempt = 0; attempt < 3 && !broken; attempt++) {
+        execFileSync('ip', ['-n', n1.ns, 'route', 'del', n2v4]);
+        const r = status();
+        if (!present()) broken = r;
+      }
+      assert.ok(broken, 'the route stayed deleted while status ran');
+      assert.equal(broken.code, 1, broken.raw);
+      assert.deepEqual(broken.st.peers.find((p) => p.nodeName === 'n2')?.state, 'not-programmed');
+      assert.ok(broken.st.problems.some((p) => p.section === 'peers' && p.message.includes(n2v4) && /missing/.test(p.message)), JSON.stringify(broken.st.problems));
     });
 
     it('pod packets cross the router unencapsulated', async () => {

@@ -111,7 +111,7 @@ test('tun stats and BGP sessions are read when scraped', async () => {
   let stats: Record<string, unknown> = { tun_reads: 10, tun_read_bytes: 1000, tun_writes: 7, tun_write_bytes: 700, drop_unknown_source: 2, drop_malformed: 1 };
   m.setSources({
     tundStats: () => stats as never,
-    bgpStatus: () => ({ asn: 65001, routerId: '192.0.2.1', listenPort: 179, restarting: false, converged: true, announced: ['10.244.1.0/24'] as never, peers: [{ address: '192.0.2.254', asn: 65000, state: 'Established', prefixes: { received: 3, accepted: 2, announced: 1, stale: 0 }, connectRetries: 0, passive: false }] }),
+    bgpStatus: () => ({ asn: 65001, routerId: '192.0.2.1', listenPort: 179, restarting: false, converged: true, announced: ['10.244.1.0/24'] as never, peers: [{ address: '192.0.2.254', asn: 65000, state: 'Established', prefixes: { received: 3, accepted: 2, announced: 1, stale: 0 }, connectRetries: 0, passive: false }], best: [] }),
   });
   let fams = parsePromText(await m.render());
   assert.equal(sampleValue(fams, 'podnet_tunnel_packets_total', { direction: 'tx' }), 10);

@@ -12,6 +12,9 @@
 import type { NodeLease } from '../lease.js';
 import { contains, masked, overlaps, tryParseCidr, tryParseIP, type Cidr } from '../../util/ip.js';
 import type { BgpSpeaker } from '../bgp/speaker.js';
+
+/** What the plan reads of the speaker: the agent's live one, or `podnet status`'s copy of its status. */
+export type RouteSource = Pick<BgpSpeaker, 'bestRoutes' | 'converged' | 'setAccepted'>;
 import { canonCidr, diffRoutes, isPodnetRoute, type DesiredRoute } from './common.js';
 import { PODNET_RTPROTO_STR, type ActualState, type Backend, type DeviceContext, type DeviceResult, type PeerError, type PeerPlan } from './types.js';
 
@@ -26,7 +29,7 @@ export class BgpBackend implements Backend {
   readonly device = undefined;
   readonly iface: string;
   private readonly clusterNets: Cidr[];
-  private speaker?: BgpSpeaker;
+  private speaker?: RouteSource;
 
   constructor(cfg: BgpBackendConfig) {
     this.iface = cfg.iface;
@@ -34,7 +37,7 @@ export class BgpBackend implements Backend {
   }
 
   /** The speaker whose routes this backend installs (set once it runs). */
-  useSpeaker(s: BgpSpeaker): void {
+  useSpeaker(s: RouteSource): void {
     this.speaker = s;
   }
 

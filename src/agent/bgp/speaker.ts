@@ -48,6 +48,8 @@ export interface SpeakerStatus {
   converged: boolean;
   announced: Prefix[];
   peers: PeerStatus[];
+  /** the best path per prefix, as the backend plans its routes from them */
+  best: LearnedRoute[];
 }
 
 /** How long after a start podnet keeps the routes it finds while waiting for the peers' End-of-RIB. */
@@ -208,6 +210,7 @@ export class BgpSpeaker {
       converged: this.convergedLatch,
       announced: this.own.map((a) => a.prefix),
       peers: [...this.sessions.values()].map((s) => s.status(this.accepted.get(s.peer.address) ?? 0)),
+      best: this.bestRoutes(),
     };
   }
 
