@@ -45,7 +45,9 @@ describe('cluster on a 3-member etcd', () => {
     const t0 = Date.now();
     let missing = [...c.pods.values()].filter((x) => x !== p);
     while (missing.length && Date.now() - t0 < 10_000) missing = missing.filter((o) => !c.ping(o.ns, p.ip, ['-W1']));
-    assert.deepEqual(missing.map((x) => x.name), []);
+    // on failure, what the agents of the pods left out and the new node said
+    const logs = () => [...new Set([...missing.map((x) => x.node), n4])].map((n) => `--- ${n.name}\n${agentLogTail(n.dir, 25)}`).join('\n');
+    assert.deepEqual(missing.map((x) => x.name), [], missing.length ? `the new node was not reached after the leader's kill:\n${logs()}` : '');
     await etcd.restart(m.spec.name);
   });
 
