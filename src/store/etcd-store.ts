@@ -16,12 +16,30 @@
 // - Lease ids: etcd ids are int64 and server-chosen ids usually exceed 2^53, which a JS number
 //   cannot hold. We choose the id ourselves (LeaseGrant accepts one) below 2^53. Keys attached to
 //   leases granted by other clients (etcdctl) may report a rounded lease id.
-// - Retries: etcd3 retries a failed call on another endpoint (3 attempts, per-host circuit
-//   breaker). A write whose outcome is unknown (connection lost mid-call) may still have been
-//   applied, so a retried create can report false for a key this store wrote itself: callers
-//   treat false as "re-read", which they must do anyway.
+// - Retries: etcd3 retries a failed unary call on another endpoint (3 attempts). A write whose
+//   outcome is unknown (connection lost mid-call) may still have been applied, so a retried create
+//   can report false for a key this store wrote itself: callers treat false as "re-read", which
+//   they must do anyway.
+// - Failover (a member killed, or every member down and back):
+//   * etcd3's default per-host circuit breaker (3 consecutive failures open it for 5 s, a failed
+//     probe for 5 s more) is replaced by MemberSkip below: during a full outage every member's
+//     breaker opened, and once etcd was back each agent was refused ("circuit breaker is open")
+//     for 5 s or more without asking anyone. MemberSkip passes a member over for a second after
+//     it failed, and never passes over every member.
+//   * gRPC's reconnect backoff (1 s × 1.6 per failed attempt up to 120 s, reset only by a
+//     successful connect) is capped at 1 s: until its next attempt a member that is back gets no
+//     calls (they wait "for LB pick" until their deadline), and after a long outage that attempt
+//     could be a minute or two away.
+//   * etcd3 counts a stream's *opening* as a success of its member, so a dead member is not
+//     passed over for streams: a lease renewal tries another member when one fails (with one of
+//     three members killed a third of the renewals went to it, and 2 of 9 leases with a 10 s TTL
+//     expired within 40 s), and a watch etcd has not confirmed within the call deadline is
+//     opened again elsewhere.
+//   * etcd3 reports the cancel of a stream still open for writing as a failure of its member and
+//     closes all of that member's channels; every healthy lease renewal did that. Streams of ours
+//     that are fine are ended before they are cancelled.
 import { randomInt } from 'node:crypto';
-import type { Etcd3, IKeyValue, IWatchResponse } from 'etcd3';
+import type { Etcd3, IKeyValue, IOptions, IWatchResponse } from 'etcd3';
 import type { KeyValue, Store, Watch, WatchEvent, WatchHandlers } from './types.js';
 
 export interface EtcdStoreOptions {
@@ -49,6 +67,54 @@ type Duplex<Req, Res> = {
   end(): void;
 };
 
+type MemberPolicy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
+
+/**
+ * The per-member fault policy (see the design notes): a member whose call failed (`isFailure`:
+ * etcd3's isRecoverableError, i.e. gRPC and network errors) is passed over for `skipMs`, unless
+ * every member is being passed over, in which case all are tried (the cluster may just be back).
+ * Exported for the unit test.
+ */
+export class MemberSkip {
+  private readonly hosts = new Set<string>();
+  private readonly failedAt = new Map<string, number>();
+  constructor(
+    private readonly isFailure: (e: Error) => boolean,
+    readonly skipMs = 1000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** true while the member is passed over: it failed within skipMs and another member did not */
+  skipped(host: string): boolean {
+    if (!this.recentlyFailed(host)) return false;
+    for (const h of this.hosts) if (!this.recentlyFailed(h)) return true;
+    return false;
+  }
+
+  policy(host: string): MemberPolicy {
+    this.hosts.add(host);
+    const execute = async <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> => {
+      // etcd3 moves on to the next member on an error of this kind (cockatiel's BrokenCircuitError)
+      if (this.skipped(host)) throw Object.assign(new Error(`etcd member ${host} failed less than ${this.skipMs} ms ago`), { isBrokenCircuitError: true });
+      try {
+        const r = await fn({ signal: new AbortController().signal });
+        this.failedAt.delete(host);
+        return r;
+      } catch (e) {
+        if (e instanceof Error && this.isFailure(e)) this.failedAt.set(host, this.now());
+        throw e;
+      }
+    };
+    const noEvent = () => ({ dispose() {} });
+    return { execute, onSuccess: noEvent, onFailure: noEvent } as unknown as MemberPolicy;
+  }
+
+  private recentlyFailed(host: string): boolean {
+    const t = this.failedAt.get(host);
+    return t !== undefined && this.now() - t < this.skipMs;
+  }
+}
+
 /** The first key after every key starting with prefix (etcd's range_end for a prefix). */
 function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
@@ -65,7 +131,8 @@ function prefixEnd(prefix: Buffer): Buffer {
 export class EtcdStore implements Store {
   readonly describe: string;
   private readonly prefix: string;
-  private readonly callTimeoutMs: number;
+  /** per-attempt deadline of unary calls; also how long a stream may stay unanswered */
+  readonly callTimeoutMs: number;
   private clientP: Promise<Etcd3> | undefined;
   private watches = new Set<EtcdWatch>();
   private closed = false;
@@ -80,16 +147,26 @@ export class EtcdStore implements Store {
   /** lazily loads etcd3 and connects */
   client(): Promise<Etcd3> {
     if (this.closed) return Promise.reject(new Error(`${this.describe}: store is closed`));
-    this.clientP ??= import('etcd3').then(({ Etcd3 }) => {
+    this.clientP ??= import('etcd3').then(({ Etcd3, isRecoverableError }) => {
+      const members = new MemberSkip(isRecoverableError);
       return new Etcd3({
         // etcd3 wants host:port; accept URLs as flannel's --etcd-endpoints gives them
         hosts: this.opts.endpoints.map((e) => e.replace(/^https?:\/\//, '')),
         dialTimeout: this.opts.dialTimeoutMs ?? 3000,
         // keepalive pings notice a vanished peer (power loss, partition) that sends no RST
-        grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5000, 'grpc.keepalive_permit_without_calls': 1 },
+        grpcOptions: {
+          'grpc.keepalive_time_ms': 10_000,
+          'grpc.keepalive_timeout_ms': 5000,
+          'grpc.keepalive_permit_without_calls': 1,
+          // a member that was down is connected again within a second of its return (design notes)
+          'grpc.initial_reconnect_backoff_ms': 250,
+          'grpc.max_reconnect_backoff_ms': 1000,
+        },
         // streams (watch, keepalive) must not get a deadline; unary calls must, or an unreachable
         // cluster hangs the agent forever
         defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.callTimeoutMs }),
+        // instead of etcd3's per-host circuit breaker (design notes)
+        faultHandling: { host: (h) => members.policy(h) },
       });
     });
     return this.clientP;
@@ -177,13 +254,31 @@ export class EtcdStore implements Store {
   }
 
   async keepAlive(lease: number): Promise<boolean> {
+    // a renewal tries another member when one fails or does not answer (that one is passed over
+    // next, see MemberSkip): etcd3 opens a stream on a random member, dead ones included, and
+    // a lease whose renewals all went to a killed member expired under a healthy cluster
+    const attempts = Math.max(2, this.opts.endpoints.length);
+    let last: Error | undefined;
+    for (let i = 0; i < attempts && !this.closed; i++) {
+      try {
+        return await this.keepAliveOnce(lease);
+      } catch (e) {
+        last = e as Error;
+      }
+    }
+    throw last ?? new Error(`${this.describe}: store is closed`);
+  }
+
+  private keepAliveOnce(lease: number): Promise<boolean> {
     return this.call(`keep lease ${lease} alive`, async (c) => {
       const stream = (await c.leaseClient.leaseKeepAlive()) as unknown as Duplex<{ ID: string }, { TTL: string; ID: string }>;
+      let answered = false;
       try {
         return await new Promise<boolean>((resolve, reject) => {
           const timer = setTimeout(() => reject(new Error(`no answer within ${this.callTimeoutMs} ms`)), this.callTimeoutMs);
           stream.on('data', (res) => {
             clearTimeout(timer);
+            answered = true;
             // etcd answers TTL 0 for a lease it no longer has (expired or revoked)
             resolve(Number(res.TTL) > 0);
           });
@@ -198,6 +293,9 @@ export class EtcdStore implements Store {
           stream.write({ ID: String(lease) });
         });
       } finally {
+        // an answered stream is ended before it is cancelled: etcd3 reports the cancel of a stream
+        // still open for writing to the member's policy as a failure (and closes its channels)
+        if (answered) stream.end();
         stream.cancel();
       }
     });
@@ -229,6 +327,16 @@ export class EtcdStore implements Store {
   }
 }
 
+/** Cancels a stream of ours that is fine: ended first, so that etcd3 does not report its member failed. */
+function endAndCancel(stream: { end(): void; cancel(): void }): void {
+  try {
+    stream.end();
+    stream.cancel();
+  } catch {
+    // already gone
+  }
+}
+
 /** One watch on its own gRPC stream, re-created from the last delivered revision after any failure. */
 class EtcdWatch implements Watch {
   private last: number;
@@ -236,6 +344,7 @@ class EtcdWatch implements Watch {
   private closed = false;
   private backoffMs = 100;
   private retryTimer: NodeJS.Timeout | undefined;
+  private createdTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly store: EtcdStore,
@@ -256,7 +365,7 @@ class EtcdWatch implements Watch {
     } catch (e) {
       return this.drop(e as Error, undefined);
     }
-    if (this.closed) return stream.cancel();
+    if (this.closed) return endAndCancel(stream);
     this.stream = stream;
     stream.on('data', (res) => this.onResponse(res, stream));
     stream.on('error', (err) => this.drop(err, stream));
@@ -264,10 +373,16 @@ class EtcdWatch implements Watch {
     stream.write({
       create_request: { key: this.key, range_end: prefixEnd(this.key), start_revision: this.last + 1, progress_notify: true },
     });
+    // etcd confirms a watch at once; one not confirmed within the call deadline waits on a member
+    // that does not answer (unreachable, still starting) and would wait, without an error, until
+    // gRPC's keepalive gives up (15 s): it is opened again, elsewhere (its cancel makes etcd3
+    // report that member failed)
+    this.createdTimer = setTimeout(() => this.drop(new Error(`etcd did not confirm the watch within ${this.store.callTimeoutMs} ms`), stream), this.store.callTimeoutMs);
   }
 
   private onResponse(res: IWatchResponse, stream: Duplex<unknown, IWatchResponse>): void {
     if (this.closed || stream !== this.stream) return;
+    clearTimeout(this.createdTimer);
     if (Number(res.compact_revision) > 0) {
       // etcd no longer has the events after our revision: the caller must re-list
       this.close();
@@ -302,6 +417,7 @@ class EtcdWatch implements Watch {
   private drop(err: Error, stream: Duplex<unknown, IWatchResponse> | undefined): void {
     if (this.closed || (stream && stream !== this.stream)) return;
     this.stream = undefined;
+    clearTimeout(this.createdTimer);
     try {
       stream?.cancel();
     } catch {
@@ -309,9 +425,8 @@ class EtcdWatch implements Watch {
     }
     this.h.onError?.(new Error(`${this.store.describe}: watch interrupted, resuming from revision ${this.last + 1}: ${err.message}`, { cause: err }));
     const delay = this.backoffMs * (0.5 + Math.random());
-    // capped low: the lease watch is how a node learns of new peers, and after an outage
-    // etcd3's own per-host circuit breaker already holds calls back for up to 5 s; a retry
-    // every ≤ 3 s costs etcd one failed stream open
+    // capped low: the lease watch is how a node learns of new peers; a retry every ≤ 3 s costs
+    // etcd one failed stream open
     this.backoffMs = Math.min(this.backoffMs * 2, 2000);
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
@@ -320,13 +435,10 @@ class EtcdWatch implements Watch {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.createdTimer);
     const s = this.stream;
     this.stream = undefined;
-    try {
-      s?.cancel();
-    } catch {
-      // already gone
-    }
+    if (s) endAndCancel(s);
     this.onClose();
   }
 }
