@@ -6,6 +6,7 @@
 // 4-octet ASNs, one per node as Calico's and kube-router's per-rack designs do).
 import { join } from 'node:path';
 import { addNetns, ip, sysctl } from './sys.js';
+import { randomMac } from '../cni/modes/common.js';
 import { nsName, type LabNode, type LabRack, type LabRouter, type LabState } from './state.js';
 import { bird } from './router/bird.js';
 import { frr } from './router/frr.js';
@@ -61,7 +62,11 @@ export function segmentOf(s: LabState, rack: LabRack | undefined): { bridge: str
 /** A switch: bridged frames skip netfilter, no multicast snooping (see createFabric). */
 export function createSwitch(ns: string, bridge: string): void {
   const links = ip(['-n', ns, '-o', 'link', 'show'], true);
-  if (!new RegExp(` ${bridge}[:@]`).test(links)) ip(['-n', ns, 'link', 'add', bridge, 'type', 'bridge']);
+  // an address of its own: a bridge whose MAC the kernel chose takes the lowest MAC of its ports,
+  // so a node joining later could change it, and the namespaces already up keep the old one in
+  // their neighbour caches for the bridge's own addresses (the fabric's gateway, the etcd members
+  // behind it are reached through it): their frames to it are dropped until each entry is refreshed
+  if (!new RegExp(` ${bridge}[:@]`).test(links)) ip(['-n', ns, 'link', 'add', bridge, 'address', randomMac(), 'type', 'bridge']);
   ip(['-n', ns, 'link', 'set', bridge, 'type', 'bridge', 'mcast_snooping', '0', 'nf_call_iptables', '0', 'nf_call_ip6tables', '0', 'nf_call_arptables', '0']);
   ip(['-n', ns, 'link', 'set', bridge, 'up']);
 }

@@ -32,7 +32,8 @@ export class SvcFixture {
     this.client = this.nets.add('client');
     const n = this.node;
     nsExec(n, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-    nsExec(n, ['ip', 'link', 'add', 'name', 'br0', 'type', 'bridge']);
+    // a MAC of its own, so that pods added later cannot change it (see TestCluster)
+    nsExec(n, ['ip', 'link', 'add', 'name', 'br0', 'address', '02:00:00:c8:01:01', 'type', 'bridge']);
     nsExec(n, ['ip', 'addr', 'add', '10.200.1.1/24', 'dev', 'br0']);
     nsExec(n, ['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
     nsExec(n, ['ip', 'addr', 'add', 'fd00:200::1/64', 'dev', 'br0', 'nodad']);

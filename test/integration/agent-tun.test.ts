@@ -69,7 +69,7 @@ class TunCluster {
 
   constructor(readonly netConf: Record<string, unknown>, readonly prefix: string) {
     this.fabric = this.netns('fab');
-    this.sh(this.fabric, ['ip', 'link', 'add', 'name', 'br0', 'type', 'bridge']);
+    this.sh(this.fabric, ['ip', 'link', 'add', 'name', 'br0', 'address', '02:00:00:fa:b0:01', 'type', 'bridge']);
     this.sh(this.fabric, ['ip', 'addr', 'add', `${prefix}.254/24`, 'dev', 'br0']);
     this.sh(this.fabric, ['ip', 'link', 'set', 'br0', 'up']);
     this.store = `file:${join(this.tmp, 'store')}`;

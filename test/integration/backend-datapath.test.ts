@@ -42,7 +42,7 @@ function assertAllPing(nodes: Node[]): void {
 /** The fabric plus n nodes; pods get podMtu. */
 function buildCluster(fx: NetnsFixture, n: number, podMtu: number, type: 'vxlan' | 'host-gw'): { fabric: string; nodes: Node[] } {
   const fabric = fx.add('fab');
-  sh('ip', ['-n', fabric, 'link', 'add', 'br0', 'type', 'bridge']);
+  sh('ip', ['-n', fabric, 'link', 'add', 'br0', 'address', '02:00:00:fa:b0:01', 'type', 'bridge']);
   sh('ip', ['-n', fabric, 'link', 'set', 'br0', 'up']);
   // an "outside" host on the underlay, for masquerade
   sh('ip', ['-n', fabric, 'addr', 'add', '192.168.200.254/24', 'dev', 'br0']);

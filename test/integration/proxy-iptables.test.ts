@@ -134,7 +134,7 @@ class Datapath {
     this.node = this.add('node');
     this.client = this.add('client');
     ipb(this.node, [
-      'link add br0 type bridge',
+      'link add br0 address 02:00:00:fa:b0:01 type bridge',
       'addr add 10.200.1.1/24 dev br0',
       'addr add fd00:200:1::1/64 dev br0 nodad',
       'link set br0 up',

@@ -54,7 +54,7 @@ for (const c of CASES) {
       // the underlay: a bridge in a fabric namespace, each node's eth0 a port of it
       fabric = nodes[0].fixture.add('fab');
       const fx = (argv: string[]) => nodes[0].exec(fabric, argv);
-      fx(['ip', 'link', 'add', 'br0', 'type', 'bridge']);
+      fx(['ip', 'link', 'add', 'br0', 'address', '02:00:00:fa:b0:01', 'type', 'bridge']);
       fx(['ip', 'addr', 'add', `${GW}/24`, 'dev', 'br0']);
       fx(['ip', 'link', 'set', 'br0', 'up']);
       for (const [i, h] of nodes.entries()) {
