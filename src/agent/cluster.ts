@@ -135,23 +135,29 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
     await store.close().catch(() => {});
     throw e;
   };
+  /**
+   * A device ensureDevice set up (at start, or again in a full pass): a podnet-tund still running
+   * for a device that was gone is attached to nothing and is stopped (started again by the
+   * caller); the lease carries the device's backend data (a new vxlan device has a new MAC
+   * unless one is configured; bgp: the speaker's).
+   */
+  const takeDevice = async (d: DeviceResult): Promise<void> => {
+    dev = bgpConf ? { ...d, backendData: ownBackendData } : d;
+    if (tundOpts && d.action === 'created' && findTund(tundOpts.dataDir)) {
+      log.warn('podnet-tund runs but its device was gone: restarting it on the new podnet.tun');
+      await stopTund(tundOpts.dataDir);
+    }
+    if (JSON.stringify(dev.backendData) !== JSON.stringify(held.lease.backendData)) held = await updateLease(store, held, { ...held.lease, backendData: dev.backendData });
+  };
   try {
     dev = await backend.ensureDevice({ kernel, ns, own: held.lease, log });
     log.info('backend device ready', { backend: backend.type, device: dev.device, action: dev.action, reasons: dev.reasons, mtu: dev.mtu });
+    await takeDevice(dev);
     if (tundOpts) {
-      // a daemon still running for a device that was gone (and is new now) is attached to nothing
-      if (dev.action === 'created' && findTund(tundOpts.dataDir)) {
-        log.warn('podnet-tund runs but its device was gone: restarting it on the new podnet.tun');
-        await stopTund(tundOpts.dataDir);
-      }
       // a daemon started now reads its peer table at start: this node's subnets, peers follow with the first pass
       const have = readPeers(tundOpts.dataDir);
       if (!findTund(tundOpts.dataDir) || !have || JSON.stringify([...have.locals].sort()) !== JSON.stringify([...locals].sort())) writePeers(tundOpts.dataDir, { locals, peers: [] });
       tund = await ensureTund(tundOpts);
-    }
-    if (bgpConf) dev = { ...dev, backendData: ownBackendData };
-    if (JSON.stringify(dev.backendData) !== JSON.stringify(held.lease.backendData)) {
-      held = await updateLease(store, held, { ...held.lease, backendData: dev.backendData });
     }
     // the tunnels' outer UDP datagrams (vxlan's and podnet-tund's) are kept out of conntrack
     const tunnel = conf.backend.type === 'vxlan' || conf.backend.type === 'tun' ? { tunnelUdpPort: conf.backend.port, tunnelDevice: node.iface } : {};
@@ -245,11 +251,8 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterAgent> {
     if (again.action === 'none') return;
     log.warn('backend device repaired', { backend: backend.type, device: again.device, action: again.action, reasons: again.reasons });
     tracker?.deviceRepaired(again.action);
-    // a podnet-tund attached to the device that is gone serves nothing: the check below starts a new one
-    if (tundOpts && again.action === 'created' && findTund(tundOpts.dataDir)) await stopTund(tundOpts.dataDir);
-    dev = bgpConf ? { ...again, backendData: ownBackendData } : again;
-    // a new vxlan device has a new MAC unless one is configured: the peers must learn it
-    if (JSON.stringify(dev.backendData) !== JSON.stringify(held.lease.backendData)) held = await updateLease(store, held, { ...held.lease, backendData: dev.backendData });
+    // a stopped podnet-tund is started again by the pass's own check
+    await takeDevice(again);
   };
   // events only schedule work; a burst of changes becomes one pass
   const schedule = () => {
