@@ -36,6 +36,29 @@ export interface CniOutcome {
   json?: Record<string, unknown>;
 }
 
+/** A CNI executable exec'd in the node namespace as a runtime does: `env` is its whole environment, the config on stdin. */
+export function execPlugin(nodeNs: string, exe: string, env: Record<string, string>, stdin: string): { child: ChildProcess; done: Promise<CniOutcome> } {
+  const child = spawn('ip', ['netns', 'exec', nodeNs, exe], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const done = new Promise<CniOutcome>((resolve) => {
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('close', (code) => {
+      let json: Record<string, unknown> | undefined;
+      try {
+        json = stdout.trim() ? JSON.parse(stdout) : undefined;
+      } catch {
+        /* not JSON */
+      }
+      resolve({ code: code ?? -1, stdout, stderr, json });
+    });
+    child.stdin.on('error', () => {});
+    child.stdin.end(stdin);
+  });
+  return { child, done };
+}
+
 export class CniHarness {
   readonly fixture = new NetnsFixture();
   readonly tmp = mkdtempSync(join(tmpdir(), `${RUN_PREFIX}-cni-`));
@@ -100,25 +123,7 @@ export class CniHarness {
       ...(call.env ?? {}),
     };
     const stdin = typeof call.conf === 'string' ? call.conf : JSON.stringify(call.conf);
-    const child = spawn('ip', ['netns', 'exec', this.nodeNs, join(this.binDir, call.plugin ?? 'podnet')], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    const done = new Promise<CniOutcome>((resolve) => {
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.on('close', (code) => {
-        let json: Record<string, unknown> | undefined;
-        try {
-          json = stdout.trim() ? JSON.parse(stdout) : undefined;
-        } catch {
-          /* not JSON */
-        }
-        resolve({ code: code ?? -1, stdout, stderr, json });
-      });
-      child.stdin.on('error', () => {});
-      child.stdin.end(stdin);
-    });
-    return { child, done };
+    return execPlugin(this.nodeNs, join(this.binDir, call.plugin ?? 'podnet'), env, stdin);
   }
 
   /** Runs a command in a netns; returns stdout or throws with stderr. */

@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureBuilt } from '../helpers/cni.js';
+import { ensureBuilt, execPlugin } from '../helpers/cni.js';
 import { NetnsFixture, RUN_PREFIX } from '../helpers/netns.js';
 import { pingFrom } from '../../src/util/ping.js';
 import { unitExecStart } from '../../src/install/plan.js';
@@ -77,28 +77,11 @@ interface Outcome {
 }
 
 /** The installed executable exec'd in the node namespace as a runtime does. */
-function cni(nodeNs: string, binDir: string, logFile: string, command: string, conf: unknown, extra: Record<string, string> = {}): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const child = spawn('ip', ['netns', 'exec', nodeNs, join(binDir, 'podnet')], {
-      // PODNET_KERNEL=netlink: a plugin that cannot load koffi (from the prefix) fails instead of falling back to iproute2
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', CNI_COMMAND: command, CNI_PATH: binDir, CNI_IFNAME: 'eth0', PODNET_CNI_LOG: logFile, PODNET_KERNEL: 'netlink', ...extra },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('close', (code) => {
-      let json: Record<string, unknown> | undefined;
-      try {
-        json = stdout.trim() ? JSON.parse(stdout) : undefined;
-      } catch {
-        /* not JSON */
-      }
-      resolve({ code: code ?? -1, stdout: stdout + stderr, json });
-    });
-    child.stdin.end(JSON.stringify(conf));
-  });
+async function cni(nodeNs: string, binDir: string, logFile: string, command: string, conf: unknown, extra: Record<string, string> = {}): Promise<Outcome> {
+  // PODNET_KERNEL=netlink: a plugin that cannot load koffi (from the prefix) fails instead of falling back to iproute2
+  const env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', CNI_COMMAND: command, CNI_PATH: binDir, CNI_IFNAME: 'eth0', PODNET_CNI_LOG: logFile, PODNET_KERNEL: 'netlink', ...extra };
+  const r = await execPlugin(nodeNs, join(binDir, 'podnet'), env, JSON.stringify(conf)).done;
+  return { code: r.code, stdout: r.stdout + r.stderr, json: r.json };
 }
 
 function lastLog(logFile: string, cmd: string): Record<string, unknown> {
