@@ -209,24 +209,20 @@ export async function labUp(o: UpOptions): Promise<LabState> {
         st.nodes[n.name].agent = proc;
       });
     }
+    const markFailed = () =>
+      updateState(o.name, (st) => {
+        st.phase = 'failed';
+      });
     try {
       await waitForSubnets(Object.values(s.nodes), { timeoutMs: o.timeoutMs, progress: o.notes });
     } catch (e) {
-      await updateState(o.name, (st) => {
-        st.phase = 'failed';
-      });
+      await markFailed();
       // the error itself (with the agent log's tail) is reported once, by the caller
       p.fail('an agent did not get its subnet lease');
       throw e;
     }
     p.done(Object.values(s.nodes).map((n) => `${n.name} ${nodeSubnet(n) ?? '?'}`).join(', '));
-    if (s.router?.kind) {
-      await converged(s, Object.values(s.nodes), p, o, () =>
-        updateState(o.name, (st) => {
-          st.phase = 'failed';
-        }),
-      );
-    }
+    if (s.router?.kind) await converged(s, Object.values(s.nodes), p, o, markFailed);
   }
   return updateState(o.name, (st) => {
     st.phase = 'up';
